@@ -1,0 +1,144 @@
+"""The adapter layer: a frozen `nn.Linear` plus a LoRA update ΔW, optionally JumpReLU-gated.
+
+Notation: the paper writes h = x·(W_base + β·ΔW) with ΔW = A·B, A ∈ R^{d_in×r}, B ∈ R^{r×d_out}.
+PyTorch stores weights as (out, in), so here `lora_A` is (r, in) and `lora_B` is (out, r), and
+ΔW = lora_B @ lora_A is the transpose of the paper's A·B: every element-wise operation (the gate,
+the ELLA penalty, the threshold count) is the same on either layout.
+
+Modes (`mode`):
+- ``"lora"``: plain LoRA, no gate (IncLoRA, ELLA and the other baselines);
+- ``"jump"``: JumpLoRA; the forward uses ΔW_interp = γ·ΔW_jump + (1 − γ)·ΔW with `gamma` set by the
+  schedule: γ = 0 is dense, 0 < γ < 1 interpolated, γ = 1 sparse.
+
+Whenever the update is mathematically dense (plain LoRA, or γ = 0) the forward takes the
+low-rank path x·Aᵀ·Bᵀ and never materialises ΔW. Otherwise the element-wise gate needs the full
+ΔW, and the forward folds it into one matmul with x·(W + β·ΔW_interp)ᵀ rather than two.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from jumplora.gate import DEFAULT_BANDWIDTH, Threshold, symmetric_jumprelu
+
+MODES = ("lora", "jump")
+
+
+class LoRALinear(nn.Module):
+    """`base(x) + β·x·ΔW_interpᵀ`, with the base weights frozen and ΔW = `lora_B @ lora_A`."""
+
+    def __init__(
+        self,
+        base: nn.Linear,
+        rank: int = 8,
+        alpha: float = 32.0,
+        mode: str = "lora",
+        threshold: Threshold | None = None,
+        bandwidth: float = DEFAULT_BANDWIDTH,
+    ):
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"unknown adapter mode {mode!r}; expected one of {MODES}")
+        if mode == "jump" and threshold is None:
+            raise ValueError("a JumpLoRA adapter needs its group's Threshold")
+        self.base = base
+        self.base.weight.requires_grad_(False)
+        if self.base.bias is not None:
+            self.base.bias.requires_grad_(False)
+        self.rank = rank
+        self.scale = alpha / rank  # β
+        self.mode = mode
+        self.bandwidth = bandwidth
+        self.gamma = 0.0
+        # a shared module: every layer of a threshold group holds the same instance
+        self.threshold = threshold
+        weight = base.weight
+        self.lora_A = nn.Parameter(torch.empty(rank, base.in_features, device=weight.device, dtype=torch.float32))
+        self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=weight.device, dtype=torch.float32))
+        # Kaiming-uniform as in nn.Linear's (and PEFT's) initialisation; B = 0 makes ΔW = 0
+        nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+        # the last dense and gated updates, kept for loss terms (ELLA) that need them this step
+        self._last_delta: torch.Tensor | None = None
+        self._last_jump: torch.Tensor | None = None
+
+    @property
+    def in_features(self) -> int:
+        return self.base.in_features
+
+    @property
+    def out_features(self) -> int:
+        return self.base.out_features
+
+    @property
+    def weight(self) -> torch.Tensor:
+        # some model code reads `.weight` of the module it calls (dtype/device checks)
+        return self.base.weight
+
+    @property
+    def bias(self) -> torch.Tensor | None:
+        return self.base.bias
+
+    @property
+    def gated(self) -> bool:
+        return self.mode == "jump" and self.gamma > 0.0
+
+    def delta(self) -> torch.Tensor:
+        """The dense update ΔW = B·A (out × in), in float32 whatever the autocast context."""
+        with torch.autocast(device_type=self.lora_A.device.type, enabled=False):
+            return self.lora_B @ self.lora_A
+
+    def jump(self, delta: torch.Tensor) -> torch.Tensor:
+        """ΔW_jump = ΔW ⊙ H(|ΔW| − τ) with the JumpReLU pseudo-gradients."""
+        return symmetric_jumprelu(delta, self.threshold.value, self.bandwidth)
+
+    def interpolate(self, delta: torch.Tensor, jump: torch.Tensor) -> torch.Tensor:
+        """ΔW_interp = γ·ΔW_jump + (1 − γ)·ΔW (eq. 3)."""
+        if self.gamma >= 1.0:
+            return jump
+        return self.gamma * jump + (1.0 - self.gamma) * delta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.gated:
+            self._last_delta = self._last_jump = None
+            lora = F.linear(F.linear(x, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+            return self.base(x) + self.scale * lora
+        delta = self.delta()
+        jump = self.jump(delta)
+        self._last_delta, self._last_jump = delta, jump
+        with torch.autocast(device_type=delta.device.type, enabled=False):
+            weight = self.base.weight + (self.scale * self.interpolate(delta, jump)).to(self.base.weight.dtype)
+        # under autocast F.linear casts the folded weight itself
+        return F.linear(x, weight, self.base.bias)
+
+    def current_update(self, which: str) -> torch.Tensor:
+        """The update of this step for loss terms: ``"dense"`` (ΔW), ``"jump"`` or ``"interp"``.
+
+        Reuses what the forward pass computed this step when it can, so a penalty costs no second
+        materialisation of ΔW.
+        """
+        delta = self._last_delta if self._last_delta is not None else self.delta()
+        if which == "dense":
+            return delta
+        if self.mode != "jump":
+            raise ValueError(f"a plain LoRA adapter has no {which!r} update")
+        jump = self._last_jump if self._last_jump is not None else self.jump(delta)
+        if which == "jump":
+            return jump
+        if which == "interp":
+            return self.interpolate(delta, jump)
+        raise ValueError(f"unknown update {which!r}; expected dense, jump or interp")
+
+    @torch.no_grad()
+    def final_update(self) -> torch.Tensor:
+        """ΔW_final (unscaled): hard-thresholded for JumpLoRA (Algorithm 1 line 19), else ΔW."""
+        delta = self.delta()
+        if self.mode == "jump" and bool(self.threshold.initialized):
+            return delta * (delta.abs() > self.threshold.value)
+        return delta
+
+    def extra_repr(self) -> str:
+        return f"rank={self.rank}, scale={self.scale:g}, mode={self.mode}, gamma={self.gamma:.3f}"

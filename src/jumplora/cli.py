@@ -1,0 +1,52 @@
+"""The `jumplora` command: one sub-command per job, each registered by the module that owns it."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from jumplora.errors import UserError
+
+# sub-command name -> module exposing `register(subparsers)`; imported lazily so that
+# `jumplora data` does not pay for importing torch models it never uses.
+SUBCOMMANDS = {
+    "run": "jumplora.commands.run",
+    "data": "jumplora.data.command",
+    "report": "jumplora.analysis.command_report",
+    "plot": "jumplora.analysis.command_plot",
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jumplora",
+        description="Continual learning with JumpReLU-gated sparse LoRA adapters (JumpLoRA).",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in SUBCOMMANDS.items():
+        if only is not None and name != only:
+            # keep the name listed in the help without importing its module
+            subparsers.add_parser(name)
+            continue
+        importlib.import_module(module).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(only=command if command in SUBCOMMANDS else None)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except UserError as error:
+        print(f"jumplora {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"jumplora {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
