@@ -1,0 +1,355 @@
+"""The paper's tables from many run directories: Tables 1-3 (§4.5, §4.6) and the §5 numbers.
+
+Runs are grouped by method (and variant, see `jumplora.analysis.groups`) and order; a group's
+value is the mean over its seeds ± the sample standard deviation (ddof = 1; no ± with one seed).
+A benchmark column (SC: orders 1-3, LS: orders 4-6) is the mean over the orders present of the
+per-order means, without ±, marked * when fewer than three orders are present.
+
+OA, BWT and FWT come from each run's metrics.json (computed by `jumplora.metrics`); unfinished runs
+are left out of them. Sparsity and overlap are computed from the stored updates (see
+`jumplora.analysis.stats`), unfinished runs included (over the tasks they finished).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from jumplora.analysis import paper
+from jumplora.analysis.files import atomic_write_text
+from jumplora.analysis.groups import (
+    ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_sort_key, row_label,
+    varying_keys,
+)
+from jumplora.analysis.rundir import JUMP_LABELS, Run, benchmark_of, order_label
+from jumplora.analysis.stats import run_stats
+
+BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
+DASH = "—"
+STD_NOTE = (
+    "Values are the mean over seeds ± the sample standard deviation (ddof = 1); "
+    "a single seed shows no ±."
+)
+PAPER_NOTE = f"'paper': the value reported in the paper ({paper.PAPER}) for the same method and order."
+BENCH_NOTE = (
+    "SC / LS: mean over the orders present (1-3 / 4-6) of the per-order means, without ±; "
+    "* marks a mean over fewer than three orders."
+)
+
+
+@dataclass
+class Table:
+    """One table, as Markdown cells (formatted) and as CSV cells (numbers)."""
+
+    name: str
+    title: str
+    caption: str
+    columns: list[str]
+    rows: list[list[str]]
+    csv_columns: list[str]
+    csv_rows: list[list]
+
+    def markdown(self) -> str:
+        lines = [f"## {self.title}", "", self.caption, ""]
+        if not self.rows:
+            return "\n".join(lines + ["(no runs for this table)", ""])
+        escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
+        lines.append("| " + " | ".join(map(escape, self.columns)) + " |")
+        lines.append("|" + "|".join("---" for _ in self.columns) + "|")
+        lines += ["| " + " | ".join(map(escape, row)) + " |" for row in self.rows]
+        return "\n".join(lines + [""])
+
+    def csv(self) -> str:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(self.csv_columns)
+        for row in self.csv_rows:
+            writer.writerow(["" if _missing(v) else (round(v, 6) if isinstance(v, float) else v) for v in row])
+        return buffer.getvalue()
+
+
+@dataclass
+class Report:
+    runs: list[Run]
+    groups: list[Group]
+    tables: list[Table] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        parts = ["# JumpLoRA report", ""] + self.notes + [""]
+        return "\n".join(parts) + "\n" + "\n".join(t.markdown() for t in self.tables)
+
+
+# -- formatting -------------------------------------------------------------------------------
+def _missing(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def fmt(value, digits: int = 2, scale: float = 1.0) -> str:
+    return DASH if _missing(value) else f"{value * scale:.{digits}f}"
+
+
+def fmt_stat(stat: Stat, digits: int = 2, scale: float = 1.0) -> str:
+    if stat.n == 0:
+        return DASH
+    text = f"{stat.mean * scale:.{digits}f}"
+    if stat.n >= 2 and not math.isnan(stat.std):
+        text += f" ± {stat.std * scale:.{digits}f}"
+    return text
+
+
+def fmt_paper(value, digits: int = 2, scale: float = 1.0) -> str:
+    return DASH if value is None else f"{value * scale:.{digits}f}"
+
+
+def _order_column(order) -> str:
+    return f"Order {order}" if isinstance(order, int) else f"order {order}"
+
+
+def _order_slug(order) -> str:
+    return f"order_{order}" if isinstance(order, int) else f"order_{str(order).replace(',', '_')}"
+
+
+# -- per-group values ---------------------------------------------------------------------------
+def metric_stat(group: Group, key: str) -> Stat:
+    """OA/BWT/FWT over the group's finished runs."""
+    return Stat.of(run.metric(key) for run in group.runs if run.finished)
+
+
+def _bench_mean(per_order: dict, bench: str) -> tuple[float, int]:
+    """Mean over a benchmark's orders of the finite per-order means, and how many orders counted."""
+    values = [per_order[o] for o in BENCHMARKS[bench] if o in per_order and not _missing(per_order[o])]
+    return (sum(values) / len(values), len(values)) if values else (math.nan, 0)
+
+
+def _bench_cell(mean: float, count: int) -> str:
+    if count == 0:
+        return DASH
+    return fmt(mean) + ("*" if count < 3 else "")
+
+
+def _present(orders, bench: str) -> bool:
+    return any(o in BENCHMARKS[bench] for o in orders)
+
+
+# -- tables -----------------------------------------------------------------------------------
+def table_runs(runs: list[Run]) -> Table:
+    columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT"]
+    rows, csv_rows = [], []
+    for run in sorted(runs, key=lambda r: (method_sort_key(r.label), order_sort_key(r.order), str(r.seed), str(r.path))):
+        done = f"{run.completed}/{run.n_tasks}" + ("" if run.finished else " (unfinished)")
+        values = [run.metric(k) if run.finished else math.nan for k in ("OA", "BWT", "FWT")]
+        rows.append([str(run.path), run.label, str(run.order), str(run.seed), done] + [fmt(v) for v in values])
+        csv_rows.append([str(run.path), run.method, run.label, run.order, run.seed, run.completed, run.n_tasks,
+                         run.finished] + values)
+    return Table(
+        "runs", "Runs", "One row per run directory; metrics of unfinished runs are not used.",
+        columns, rows,
+        ["path", "method", "label", "order", "seed", "completed", "tasks", "finished", "OA", "BWT", "FWT"], csv_rows,
+    )
+
+
+def table_per_order(groups: list[Group]) -> Table:
+    columns = ["Method", "Order", "Seeds", "OA", "BWT", "FWT"]
+    rows, csv_rows = [], []
+    for group in groups:
+        stats = [metric_stat(group, key) for key in ("OA", "BWT", "FWT")]
+        seeds = [str(r.seed) for r in group.runs if r.finished]
+        rows.append([group.label, order_label(group.order), ", ".join(seeds) or DASH] + [fmt_stat(s) for s in stats])
+        csv_row = [group.label, group.order, stats[0].n]
+        for s in stats:
+            csv_row += [s.mean, s.std]
+        csv_rows.append(csv_row)
+    csv_columns = ["method", "order", "n"] + [f"{k}_{p}" for k in ("OA", "BWT", "FWT") for p in ("mean", "std")]
+    return Table(
+        "per_order", "Runs per method and order",
+        f"Finished runs only. {STD_NOTE}", columns, rows, csv_columns, csv_rows,
+    )
+
+
+def _rows_by_label(groups: list[Group]) -> dict[str, dict]:
+    rows: dict[str, dict] = {}
+    for group in groups:
+        rows.setdefault(group.label, {})[group.order] = group
+    return dict(sorted(rows.items(), key=lambda item: method_sort_key(item[0])))
+
+
+def table1(groups: list[Group]) -> Table:
+    orders = sorted({g.order for g in groups if metric_stat(g, "OA").n}, key=order_sort_key)
+    columns, csv_columns = ["Method"], ["method"]
+    for order in orders:
+        columns.append(_order_column(order))
+        csv_columns += [f"{_order_slug(order)}_{p}" for p in ("mean", "std", "n")]
+        if benchmark_of(order):
+            columns.append("paper")
+            csv_columns.append(f"{_order_slug(order)}_paper")
+    benches = [b for b in BENCHMARKS if _present(orders, b)]
+    for bench in benches:
+        columns += [f"{bench} OA", "paper"]
+        csv_columns += [f"{bench}_mean", f"{bench}_orders", f"{bench}_paper"]
+    rows, csv_rows = [], []
+    for label, by_order in _rows_by_label(groups).items():
+        method = next(iter(by_order.values())).method
+        row, csv_row, means = [label], [label], {}
+        for order in orders:
+            stat = metric_stat(by_order[order], "OA") if order in by_order else Stat(math.nan, math.nan, 0)
+            means[order] = stat.mean
+            row.append(fmt_stat(stat))
+            csv_row += [stat.mean, stat.std, stat.n]
+            if benchmark_of(order):
+                row.append(fmt_paper(paper.table1(method, order)))
+                csv_row.append(paper.table1(method, order))
+        for bench in benches:
+            mean, count = _bench_mean(means, bench)
+            row += [_bench_cell(mean, count), fmt_paper(paper.table1(method, bench))]
+            csv_row += [mean, count, paper.table1(method, bench)]
+        if any(not _missing(m) for m in means.values()):
+            rows.append(row)
+            csv_rows.append(csv_row)
+    caption = f"Overall accuracy (OA, %) after the last task, as in Table 1. {STD_NOTE} {BENCH_NOTE} {PAPER_NOTE}"
+    return Table("table1_oa", "Table 1: overall accuracy (OA)", caption, columns, rows, csv_columns, csv_rows)
+
+
+def table2(groups: list[Group]) -> Table:
+    orders = {g.order for g in groups}
+    benches = [b for b in BENCHMARKS if _present(orders, b)]
+    columns, csv_columns = ["Method"], ["method"]
+    for bench in benches:
+        for key in ("BWT", "FWT"):
+            columns += [f"{bench} {key}", "paper"]
+            csv_columns += [f"{bench}_{key}_mean", f"{bench}_{key}_orders", f"{bench}_{key}_paper"]
+    rows, csv_rows = [], []
+    if benches:
+        for label, by_order in _rows_by_label(groups).items():
+            method = next(iter(by_order.values())).method
+            row, csv_row, seen = [label], [label], False
+            for bench in benches:
+                for key in ("BWT", "FWT"):
+                    per_order = {o: metric_stat(g, key).mean for o, g in by_order.items()}
+                    mean, count = _bench_mean(per_order, bench)
+                    seen = seen or count > 0
+                    value = paper.table2(method, bench, key)
+                    row += [_bench_cell(mean, count), fmt_paper(value, 1)]
+                    csv_row += [mean, count, value]
+            if seen:
+                rows.append(row)
+                csv_rows.append(csv_row)
+    caption = (
+        "Backward and forward transfer (percentage points), as in Table 2: per benchmark, the mean over "
+        f"its orders of the per-order means over seeds. {BENCH_NOTE} FWT is missing where a run has no "
+        f"single-task accuracies. Orders outside 1-6 are in 'Runs per method and order'. {PAPER_NOTE}"
+    )
+    return Table("table2_bwt_fwt", "Table 2: backward and forward transfer", caption, columns, rows,
+                 csv_columns, csv_rows)
+
+
+def table3(runs: list[Run]) -> Table:
+    jump = [r for r in runs if r.label in JUMP_LABELS and r.finished]
+    keys = varying_keys(jump)
+    per_order: dict[tuple, dict] = {}
+    methods: dict[tuple, str] = {}
+    for run in jump:
+        key = (row_label(run, keys.get(run.label, []), exclude=ABLATION_KEYS), run.threshold, ablation_update(run))
+        per_order.setdefault(key, {}).setdefault(run.order, []).append(run.metric("OA"))
+        methods[key] = run.label
+    orders = {o for by_order in per_order.values() for o in by_order}
+    benches = [b for b in BENCHMARKS if _present(orders, b)]
+    columns = ["Method", "Threshold", "Update"]
+    csv_columns = ["method", "threshold", "update"]
+    for bench in benches:
+        columns += [f"{bench} OA", "paper"]
+        csv_columns += [f"{bench}_mean", f"{bench}_orders", f"{bench}_paper"]
+    rows, csv_rows = [], []
+    ordering = lambda k: (method_sort_key(k[0]), str(k[1]), str(k[2]))  # noqa: E731
+    for key in sorted(per_order, key=ordering):
+        label, threshold, update = key
+        means = {o: Stat.of(values).mean for o, values in per_order[key].items()}
+        row = [label, threshold or DASH, {"interp": "interp."}.get(update, update) or DASH]
+        csv_row = [label, threshold, update]
+        seen = False
+        for bench in benches:
+            mean, count = _bench_mean(means, bench)
+            seen = seen or count > 0
+            value = paper.table3(methods[key], threshold, update, bench)
+            row += [_bench_cell(mean, count), fmt_paper(value)]
+            csv_row += [mean, count, value]
+        if seen:
+            rows.append(row)
+            csv_rows.append(csv_row)
+    caption = (
+        "Ablation (Table 3): OA (%) of the JumpLoRA variants by threshold (global: one τ; local: one τ "
+        "per transformer block) and, with ELLA, by what the penalty is computed on (sparse: ΔW_jump; "
+        f"interp.: ΔW_interp). {BENCH_NOTE} {PAPER_NOTE}"
+    )
+    return Table("table3_ablation", "Table 3: ablation", caption, columns, rows, csv_columns, csv_rows)
+
+
+def table_sparsity(groups: list[Group], layer) -> Table:
+    columns = ["Method", "Order", "Runs", "Sparsity (layer)", "paper", "Jaccard (layer)", "paper",
+               "Sparsity (all matrices)"]
+    csv_columns = ["method", "order", "n", "sparsity_layer_mean", "sparsity_layer_std", "sparsity_layer_paper",
+                   "jaccard_layer_mean", "jaccard_layer_std", "jaccard_layer_paper", "sparsity_all_mean",
+                   "sparsity_all_std", "layer"]
+    rows, csv_rows, descriptions = [], [], []
+    for group in groups:
+        stats = [run_stats(r, layer) for r in group.runs if r.has_updates()]
+        if not stats:
+            continue
+        layers = sorted({s.layer.description for s in stats if s.layer is not None})
+        descriptions += [d for d in layers if d not in descriptions]
+        s_layer = Stat.of(s.mean_sparsity_layer for s in stats)
+        jac = Stat.of(s.mean_jaccard for s in stats)
+        s_all = Stat.of(s.mean_sparsity_all for s in stats)
+        p_s = paper.section5(group.method, group.order, "sparsity")
+        p_j = paper.section5(group.method, group.order, "jaccard")
+        rows.append([
+            group.label, order_label(group.order), str(len(stats)),
+            fmt_stat(s_layer, 1, 100.0) + (" %" if s_layer.n else ""), fmt_paper(p_s, 1, 100.0) + (" %" if p_s else ""),
+            fmt_stat(jac, 3), fmt_paper(p_j, 3),
+            fmt_stat(s_all, 1, 100.0) + (" %" if s_all.n else ""),
+        ])
+        csv_rows.append([group.label, group.order, len(stats), s_layer.mean, s_layer.std, p_s, jac.mean, jac.std, p_j,
+                         s_all.mean, s_all.std, "; ".join(layers)])
+    layer_words = "; ".join(descriptions) if descriptions else str(layer)
+    caption = (
+        "Sparsity (§5): fraction of the entries of the merged ΔW_jump that are zero, 1 − nnz/numel, pooled "
+        "over the layer's matrices and averaged over tasks. Jaccard: |S_t ∩ S_k| / |S_t ∪ S_k| of the binary "
+        "supports of task t and each earlier task k (0/0 counted as 0), averaged over the layer's matrices, "
+        f"the earlier tasks, then tasks 2..T. Layer: {layer_words}. Unfinished runs count over the tasks they "
+        f"finished. {STD_NOTE} The paper reports these for Long Order 4, middle layer ({paper.PAPER}, §5)."
+    )
+    return Table("sparsity_overlap", "Sparsity and support overlap (§5)", caption, columns, rows, csv_columns,
+                 csv_rows)
+
+
+def build_report(runs: list[Run], layer="middle") -> Report:
+    """All tables of the report for `runs` (see the module docstring)."""
+    groups = group_runs(runs)
+    report = Report(runs, groups)
+    unfinished = [r for r in runs if not r.finished]
+    report.notes.append(f"{len(runs)} run(s) in {len(groups)} group(s) of method and order. {STD_NOTE}")
+    if unfinished:
+        report.notes.append(
+            "Unfinished, left out of OA/BWT/FWT: " + ", ".join(f"{r.path} ({r.completed}/{r.n_tasks})" for r in unfinished)
+            + "."
+        )
+    report.tables = [table1(groups), table2(groups), table3(runs), table_sparsity(groups, layer),
+                     table_per_order(groups), table_runs(runs)]
+    return report
+
+
+FORMATS = ("md", "csv")
+
+
+def write_report(report: Report, out: Path, formats=FORMATS) -> list[Path]:
+    """Write report.md and/or one CSV per table into `out` (which must exist), atomically."""
+    written = []
+    if "md" in formats:
+        written.append(atomic_write_text(out / "report.md", report.markdown()))
+    if "csv" in formats:
+        for table in report.tables:
+            written.append(atomic_write_text(out / f"{table.name}.csv", table.csv()))
+    return written

@@ -1,0 +1,97 @@
+"""`jumplora run`: every `RunConfig` field as a flag, `--config run.yaml` for a file; flags win."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import typing
+
+from jumplora.config import RunConfig, read_yaml
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _parse_step(text: str) -> float | int:
+    """S_start / S_final: '0.2' is a fraction of the task's steps, '50' an absolute step."""
+    return float(text) if any(c in text for c in ".eE") else int(text)
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "run",
+        help="train a method on a task order, evaluating after every task",
+        description="Train a CL method on a task order with a fresh adapter per task, merging it after the "
+        "task, and evaluate after every task. Every option can also be set in a YAML file given with "
+        "--config (keys are the option names with underscores); flags override the file. Re-running the "
+        "same command continues an interrupted run.",
+    )
+    parser.add_argument("--config", metavar="YAML", help="read options from this YAML file (default: none)")
+    hints = typing.get_type_hints(RunConfig)
+    for field in dataclasses.fields(RunConfig):
+        meta = field.metadata
+        kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS,
+                        "help": f"{meta['help']} (default: {field.default})"}
+        hint = hints[field.name]
+        if field.name in ("s_start", "s_final"):
+            kwargs["type"] = _parse_step
+        elif hint is bool:
+            kwargs["type"] = _bool
+            kwargs["metavar"] = "BOOL"
+        elif "nargs" in meta:
+            kwargs["nargs"] = meta["nargs"]
+        elif hint in (int, int | None):
+            kwargs["type"] = int
+        elif hint in (float, float | None):
+            kwargs["type"] = float
+        if "choices" in meta:
+            kwargs["choices"] = meta["choices"]
+        parser.add_argument(_flag(field.name), **kwargs)
+    parser.set_defaults(func=run_command)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    values = read_yaml(args.config) if getattr(args, "config", None) else {}
+    field_names = {f.name for f in dataclasses.fields(RunConfig)}
+    values.update({k: v for k, v in vars(args).items() if k in field_names})
+    return RunConfig.from_dict(values, source=args.config or "command line")
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from jumplora.train import run_continual
+
+    config = config_from_args(args)
+    result = run_continual(config)
+    print(format_result(result))
+    return 0
+
+
+def format_result(result) -> str:
+    """The accuracy matrix and the metrics, for the terminal."""
+    width = max(8, *(len(t) for t in result.tasks))
+    lines = [f"accuracy matrix (%), row = after training task, column = evaluated task — {result.run_dir}"]
+    lines.append(" " * (width + 2) + "".join(f"{t:>{width}}" for t in result.tasks))
+    for task, row in zip(result.tasks, result.accuracy_matrix):
+        cells = "".join(f"{'':>{width}}" if math.isnan(v) else f"{v:>{width}.1f}" for v in row)
+        lines.append(f"{task:<{width}}  {cells}")
+    metrics = result.metrics
+    shown = []
+    for key in ("OA", "BWT", "FWT"):
+        value = metrics.get(key)
+        shown.append(f"{key} {value:.2f}" if value is not None else f"{key} n/a")
+    sparsity = metrics.get("sparsity") or {}
+    if sparsity:
+        shown.append(f"mean sparsity {sum(sparsity.values()) / len(sparsity):.1%}")
+    lines.append(" | ".join(shown))
+    return "\n".join(lines)

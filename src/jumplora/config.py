@@ -1,0 +1,172 @@
+"""The typed configuration of a run: every option, its default and its help in one place.
+
+`jumplora run` builds its flags from these fields, `--config run.yaml` sets any of them (keys are
+the field names), and flags override the file. From Python: `RunConfig(method="jumplora", ...)`.
+Defaults are the paper's (§4.4) except where the field says why not.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from jumplora.errors import ConfigError
+
+
+def _opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass
+class RunConfig:
+    # what to run
+    method: str = _opt("jumplora", "CL method: inclora, ella, ewc, olora, lori, single (trained alone, for FWT), "
+                       "mtl (multi-task), or jumplora+<method>; jumplora = jumplora+inclora")
+    order: str = _opt("1", "task order: 1-6 (paper Table 6), a comma-separated task list, or a file")
+    seed: int = _opt(42, "random seed (the paper averages 42, 43, 44)")
+    model: str = _opt("smollm2-135m-instruct", "model: the offline default, a local folder or a Hugging Face id")
+    model_kind: str | None = _opt(None, "seq2seq or causal; detected from the model config when unset")
+    target_modules: list[str] | None = _opt(None, "names of the linear layers to adapt; query and value "
+                                            "projections of the architecture when unset", nargs="+")
+    # data
+    data_dir: str | None = _opt(None, "benchmark root (<group>/<task>/{train,test,labels}.json); "
+                                "else $JUMPLORA_DATA")
+    train_per_class: int | None = _opt(None, "cap on training examples per class after the 80/20 split")
+    val_per_class: int | None = _opt(None, "cap on validation examples per class")
+    test_per_class: int = _opt(500, "test examples per class (paper: 500)")
+    max_input_tokens: int | None = _opt(None, "truncate each input's sentence so the prompt fits this many tokens")
+    prompt_header: bool = _opt(True, "start prompts with the Task:/Dataset: header")
+    # adapter and JumpLoRA
+    rank: int = _opt(8, "LoRA rank r")
+    alpha: float = _opt(32.0, "LoRA alpha; the update is scaled by alpha/rank")
+    threshold: str = _opt("global", "JumpLoRA threshold: one per model (global) or per transformer block (local)",
+                          choices=("global", "local"))
+    bandwidth: float = _opt(0.001, "JumpReLU kernel bandwidth epsilon")
+    s_start: float = _opt(0.2, "first interpolation step S_start: a fraction (<=1.0, float) of the task's "
+                          "optimiser steps, or an absolute step (int)")
+    s_final: float = _opt(0.8, "final interpolation step S_final, as S_start")
+    # method options
+    ella_lambda: str = _opt("paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), one number, "
+                            "or a comma-separated list with one value per task")
+    ella_penalty: str = _opt("sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1) or the "
+                             "interpolated one (paper section 4.6)", choices=("sparse", "interp"))
+    ewc_lambda: float = _opt(5000.0, "EWC penalty strength")
+    ewc_fisher_batches: int = _opt(16, "training micro-batches used to estimate EWC's Fisher after each task")
+    olora_lambda: float = _opt(0.5, "O-LoRA orthogonality weight lambda_1")
+    olora_l2: float = _opt(0.0, "O-LoRA L2 weight lambda_2 on the new adapter")
+    lori_sparsity: float = _opt(0.9, "LoRI: fraction of B's entries masked after calibration")
+    # optimisation
+    learning_rate: float = _opt(1e-3, "AdamW learning rate (constant after warm-up)")
+    warmup_steps: int = _opt(0, "linear warm-up steps at the start of each task")
+    weight_decay: float = _opt(0.0, "AdamW weight decay")
+    batch_size: int = _opt(32, "global batch size (examples per optimiser step)")
+    micro_batch_size: int = _opt(8, "examples per forward pass; gradient accumulation reaches batch_size")
+    epochs: int = _opt(1, "epochs per task (paper: 1)")
+    max_steps_per_task: int | None = _opt(None, "stop each task after this many optimiser steps (debugging)")
+    precision: str = _opt("bf16", "mixed precision for training and evaluation: bf16 autocast (also on CPU), "
+                          "fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
+    # evaluation
+    eval_mode: str = _opt("generate", "greedy generation with exact match, rank classification of the label "
+                          "words, or both", choices=("generate", "rank", "both"))
+    eval_scope: str = _opt("seen", "after each task evaluate the tasks learned so far, or every task of the "
+                           "order", choices=("seen", "all"))
+    eval_batch_size: int = _opt(32, "examples per evaluation batch")
+    single_dir: str | None = _opt(None, "a finished 'single' run for FWT; else one with the same model, scale "
+                                  "and seed is looked for next to the output directory")
+    # output
+    output_dir: str | None = _opt(None, "run directory; default runs/<method>-order<order>-seed<seed>")
+    log: str = _opt("none", "also log scalars to TensorBoard", choices=("none", "tensorboard"))
+    progress: bool = _opt(True, "show progress bars")
+
+    def __post_init__(self):
+        from jumplora.methods import parse_method
+
+        parse_method(self.method)  # unknown names fail here, before any work
+        for name in ("threshold", "ella_penalty", "precision", "eval_mode", "eval_scope", "log"):
+            choices = self.field_meta(name).get("choices")
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        if self.batch_size % self.micro_batch_size:
+            raise ConfigError(
+                f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
+            )
+        for name in ("s_start", "s_final"):
+            value = getattr(self, name)
+            if isinstance(value, float) and value.is_integer() and value > 1:
+                setattr(self, name, int(value))  # 50.0 from YAML means step 50
+
+    # derived -----------------------------------------------------------------------------------
+    @property
+    def gated(self) -> bool:
+        from jumplora.methods import parse_method
+
+        return parse_method(self.method)[1]
+
+    @property
+    def task_list(self) -> list[str]:
+        from jumplora.data import resolve_order
+
+        return resolve_order(self.order)
+
+    @property
+    def run_dir(self) -> Path:
+        if self.output_dir:
+            return Path(self.output_dir)
+        order = self.order if str(self.order).isdigit() else "custom"
+        return Path("runs") / f"{self.method}-order{order}-seed{self.seed}"
+
+    @property
+    def resolved_data_dir(self) -> Path:
+        from jumplora.data import resolve_data_dir
+
+        return resolve_data_dir(self.data_dir)
+
+    # (de)serialisation ---------------------------------------------------------------------------
+    @classmethod
+    def field_meta(cls, name: str) -> dict[str, Any]:
+        return dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> "RunConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
+        values = dict(values)
+        if "order" in values:
+            values["order"] = str(values["order"])
+        if isinstance(values.get("target_modules"), str):
+            values["target_modules"] = [t.strip() for t in values["target_modules"].split(",") if t.strip()]
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
+        return cls.from_dict(read_yaml(path), source=str(path))
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"configuration file {path} does not exist")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
+    return values
+
+
+# options that change results: a run directory refuses to continue under different values
+RESULT_AFFECTING = tuple(
+    f.name for f in dataclasses.fields(RunConfig)
+    if f.name not in {"output_dir", "progress", "log", "eval_batch_size", "single_dir", "data_dir"}
+)

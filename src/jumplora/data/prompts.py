@@ -1,0 +1,154 @@
+"""The instruction prompt of O-LoRA-style continual learning, and its tokenization.
+
+A prompt reads::
+
+    Task: {group}
+    Dataset: {task name}
+    {instruction}Option: {label words joined by ", "}
+    {sentence}
+    Answer:
+
+(the first two lines only with `header=True`; no instruction for COPA). The target is the label
+word(s); a causal LM sees it after a space ("Answer: Good").
+
+Tokenization is done in three pieces (template before the sentence, sentence, "\\nAnswer:") and the
+ids are concatenated, so that a too-long prompt can be cut inside the sentence only. Every piece
+boundary is at a newline, where byte-level BPE and SentencePiece tokenizers split anyway, so the
+result matches tokenizing the whole string in practice; training and evaluation share this code,
+which is what matters.
+
+Special tokens are those the tokenizer itself adds (found by encoding a probe with and without
+them): a seq2seq encoder input gets them all (T5: a final EOS); a causal LM prompt keeps only the
+leading ones (BOS where the tokenizer adds one, as Llama's does; nothing for GPT-2 or Qwen) and never
+a trailing EOS, since the answer follows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jumplora.data.protocol import TaskData
+from jumplora.data.tasks import TaskSpec
+from jumplora.errors import ConfigError
+
+ANSWER_CUE = "\nAnswer:"
+KINDS = ("seq2seq", "causal")
+
+
+def _task_parts(task: TaskData | TaskSpec) -> tuple[TaskSpec, tuple[str, ...], str | None]:
+    """(spec, labels, instruction): a TaskData's come from its files, a TaskSpec's from the registry."""
+    if isinstance(task, TaskData):
+        return task.spec, task.labels, task.instruction
+    return task, task.labels, task.instruction
+
+
+def prompt_template(task: TaskData | TaskSpec, header: bool = True) -> tuple[str, str]:
+    """(text before the sentence, text after it)."""
+    spec, labels, instruction = _task_parts(task)
+    before = f"Task: {spec.group}\nDataset: {spec.name}\n" if header else ""
+    before += (instruction or "") + f"Option: {', '.join(labels)}\n"
+    return before, ANSWER_CUE
+
+
+def format_prompt(task: TaskData | TaskSpec, sentence: str, header: bool = True) -> str:
+    """The prompt text for one input sentence (see the module docstring)."""
+    before, after = prompt_template(task, header)
+    return before + sentence + after
+
+
+def _check_kind(kind: str | None) -> None:
+    if kind is not None and kind not in KINDS:
+        raise ConfigError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
+
+
+def _encode(tokenizer: Any, text: str) -> list[int]:
+    return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+
+
+def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """(ids the tokenizer puts before a text, ids it puts after), e.g. ([bos], []) or ([], [eos])."""
+    probe = "Answer"
+    bare = _encode(tokenizer, probe)
+    full = list(tokenizer.encode(probe, add_special_tokens=True))
+    for start in range(len(full) - len(bare) + 1):
+        if full[start:start + len(bare)] == bare:
+            return full[:start], full[start + len(bare):]
+    return [], []  # the tokenizer rewrites the text itself when adding specials: add none
+
+
+def eos_id(tokenizer: Any) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no EOS token; targets need one")
+    return int(eos)
+
+
+class PromptEncoder:
+    """Encodes prompts of one task for one tokenizer, computing the template's ids once."""
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        task: TaskData | TaskSpec,
+        kind: str | None = None,
+        max_input_tokens: int | None = None,
+        header: bool = True,
+    ):
+        _check_kind(kind)
+        self.tokenizer = tokenizer
+        self.task_name = _task_parts(task)[0].name
+        self.max_input_tokens = max_input_tokens
+        leading, trailing = special_tokens(tokenizer)
+        if kind == "causal":
+            trailing = []
+        before, after = prompt_template(task, header)
+        self.before = leading + _encode(tokenizer, before)
+        self.after = _encode(tokenizer, after) + trailing
+        fixed = len(self.before) + len(self.after)
+        if max_input_tokens is not None and max_input_tokens - fixed < 1:
+            raise ConfigError(
+                f"task {self.task_name}: max_input_tokens={max_input_tokens} leaves no room for the "
+                f"sentence (the prompt template takes {fixed} tokens)"
+            )
+
+    def encode(self, sentence: str) -> list[int]:
+        body = _encode(self.tokenizer, sentence)
+        if self.max_input_tokens is not None:
+            body = body[: self.max_input_tokens - len(self.before) - len(self.after)]
+        return self.before + body + self.after
+
+
+def encode_prompt(
+    tokenizer: Any,
+    task: TaskData | TaskSpec,
+    sentence: str,
+    max_input_tokens: int | None = None,
+    header: bool = True,
+    *,
+    kind: str | None = None,
+) -> list[int]:
+    """Token ids of the prompt; past `max_input_tokens` the sentence's last tokens are cut (never the
+    header, instruction, options or answer cue). `kind` "causal" drops trailing special tokens;
+    "seq2seq" or None keeps the tokenizer's own (see the module docstring)."""
+    return PromptEncoder(tokenizer, task, kind, max_input_tokens, header).encode(sentence)
+
+
+def encode_target(tokenizer: Any, label: str, kind: str) -> list[int]:
+    """Token ids the model must produce for `label`, ending with EOS.
+
+    seq2seq: the label's tokens. causal: the tokens the label gets right after the answer cue and a
+    space, found by tokenizing "\\nAnswer: {label}" and removing the cue's ids (so a byte-level BPE
+    gives "ĠGood" and a SentencePiece "▁Good", as in generation); if the cue's ids do not survive
+    as a prefix, " {label}" tokenized alone.
+    """
+    _check_kind(kind)
+    if kind == "seq2seq":
+        ids = _encode(tokenizer, label)
+    else:
+        cue = _encode(tokenizer, ANSWER_CUE)
+        joined = _encode(tokenizer, f"{ANSWER_CUE} {label}")
+        if joined[: len(cue)] == cue and len(joined) > len(cue):
+            ids = joined[len(cue):]
+        else:
+            ids = _encode(tokenizer, " " + label)
+    return ids + [eos_id(tokenizer)]

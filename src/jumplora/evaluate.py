@@ -1,0 +1,393 @@
+"""Evaluating one task: greedy generation with exact match, or rank classification over labels.
+
+Both work on the prompt batches of `jumplora.data.make_eval_batches` (prompt ``input_ids`` /
+``attention_mask``, LEFT-padded for causal models and right-padded for seq2seq, the reference
+label words in ``references``, the examples' positions in ``index``) and on the label token ids of
+`jumplora.data.label_token_ids` (each label's target tokens + EOS, as the model sees them after the
+prompt).
+
+- ``"generate"``: greedy decoding (no sampling, one beam, KV cache) of at most
+  `generation_budget(label_ids)` new tokens, stopping at EOS; the new tokens are decoded and
+  compared with the reference after `normalize_answer` (exact match).
+- ``"rank"``: every label's tokens (+ EOS) are scored by their summed log-probability given the
+  prompt; the best-scoring label is the prediction.
+- ``"both"``: the two; `EvalResult.accuracy` is the generation accuracy and
+  `EvalResult.accuracy_rank` the ranking one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+MODES = ("generate", "rank", "both")
+KINDS = ("seq2seq", "causal")
+
+
+def normalize_answer(text: str) -> str:
+    """The form in which a generated answer and a reference are compared.
+
+    Lower-cases, removes every punctuation character (Unicode category P*: ``.,;:!?'"&-_()`` ...)
+    and ALL white space, including the spaces between words. So "Science or Technology" and
+    " science or technology." both become "scienceortechnology". No label set of the benchmark
+    collides under this mapping (e.g. "not_entailment" → "notentailment" ≠ "entailment").
+    """
+    return "".join(
+        ch for ch in str(text).lower()
+        if not ch.isspace() and not unicodedata.category(ch).startswith("P")
+    )
+
+
+def generation_budget(label_ids: Sequence[Sequence[int]]) -> int:
+    """max_new_tokens for generation: the longest label's token count, EOS included."""
+    if not label_ids:
+        raise ValueError("generation budget: the label set is empty")
+    budget = max(len(ids) for ids in label_ids)
+    if budget == 0:
+        raise ValueError("generation budget: every label has zero tokens")
+    return budget
+
+
+@dataclass
+class EvalResult:
+    """One task's evaluation. Accuracies are in percent; lists follow the original example order.
+
+    `accuracy` is the generation accuracy for modes "generate" and "both" and the ranking one for
+    mode "rank"; `accuracy_rank` / `predictions_rank` are set whenever ranking ran ("rank", "both").
+    """
+
+    accuracy: float
+    n: int
+    predictions: list[str]
+    references: list[str]
+    mode: str = "generate"
+    accuracy_rank: float | None = None
+    predictions_rank: list[str] | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _model_device(model) -> torch.device:
+    try:
+        return model.get_input_embeddings().weight.device
+    except (AttributeError, NotImplementedError):
+        return next(model.parameters()).device
+
+
+def _eos_id(tokenizer, model) -> int:
+    eos = getattr(tokenizer, "eos_token_id", None)
+    if eos is None:
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        if isinstance(eos, (list, tuple)):
+            eos = eos[0] if eos else None
+    if eos is None:
+        raise ValueError("evaluation needs an EOS token id (neither tokenizer nor model has one)")
+    return int(eos)
+
+
+def _pad_id(tokenizer, eos_id: int) -> int:
+    pad = getattr(tokenizer, "pad_token_id", None)
+    return eos_id if pad is None else int(pad)
+
+
+def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counted over the real tokens only (left padding gets position 0)."""
+    positions = attention_mask.long().cumsum(-1) - 1
+    return positions.clamp(min=0)
+
+
+def _accepts(model, name: str) -> bool:
+    try:
+        return name in inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
+
+
+def _check_left_padded(attention_mask: torch.Tensor) -> None:
+    if attention_mask.shape[1] and bool((attention_mask[:, -1] == 0).any()):
+        raise ValueError(
+            "causal-model prompts must be LEFT-padded (a row ends with padding); "
+            "build them with the causal kind"
+        )
+
+
+def _decoder_start_id(model, pad_id: int) -> int:
+    start = getattr(model.config, "decoder_start_token_id", None)
+    if start is None:
+        start = getattr(getattr(model, "generation_config", None), "decoder_start_token_id", None)
+    return pad_id if start is None else int(start)
+
+
+# ---------------------------------------------------------------------------------------------
+# generation
+
+
+def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
+                 max_new_tokens: int) -> list[list[int]]:
+    """Greedy, KV-cached generation of at most `max_new_tokens` tokens per prompt, stopping at
+    EOS; returns each row's NEW token ids up to (without) the first EOS.
+
+    Causal prompts must be left-padded; the attention mask is passed so that transformers derives
+    the position ids from it (padding does not shift the positions of the real tokens).
+    """
+    _check_kind(kind)
+    eos_id = _eos_id(tokenizer, model)
+    pad_id = _pad_id(tokenizer, eos_id)
+    if kind == "causal":
+        _check_left_padded(attention_mask)
+    output = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=False,
+        num_beams=1,
+        max_new_tokens=max_new_tokens,
+        min_new_tokens=0,
+        use_cache=True,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+    )
+    if not torch.is_tensor(output):  # a ModelOutput when return_dict_in_generate is configured
+        output = output.sequences
+    # causal: the output repeats the prompt; seq2seq: it starts with the decoder start token
+    new_tokens = output[:, input_ids.shape[1]:] if kind == "causal" else output[:, 1:]
+    rows = []
+    for row in new_tokens.tolist():
+        if eos_id in row:
+            row = row[: row.index(eos_id)]
+        rows.append(row)
+    return rows
+
+
+def generate_answers(model, tokenizer, kind: str, input_ids, attention_mask,
+                     max_new_tokens: int) -> list[str]:
+    """The decoded answers of `generate_ids` (special tokens skipped)."""
+    rows = generate_ids(model, tokenizer, kind, input_ids, attention_mask, max_new_tokens)
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# rank classification
+
+
+def _gather_sum(log_probs: torch.Tensor, ids: list[int]) -> torch.Tensor:
+    """Σ_t log_probs[:, t, ids[t]] for a [B, len(ids), V] tensor."""
+    target = torch.tensor(ids, device=log_probs.device).expand(log_probs.shape[0], -1)
+    return log_probs.gather(-1, target.unsqueeze(-1)).squeeze(-1).sum(-1)
+
+
+def _croppable(cache) -> bool:
+    # only a cache that says a crop restores it exactly (transformers ≥ 5: `is_croppable`)
+    return (cache is not None and hasattr(cache, "crop")
+            and getattr(cache, "is_croppable", False) is True)
+
+
+def _causal_scores(model, input_ids, attention_mask, label_ids, use_prompt_cache: bool):
+    batch, prompt_len = input_ids.shape
+    device = input_ids.device
+    positions = _position_ids(attention_mask)
+    scores = torch.empty(batch, len(label_ids), dtype=torch.float32, device=device)
+
+    cache = None
+    if use_prompt_cache:
+        extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                    use_cache=True, **extra)
+        cache = out.past_key_values
+        first = out.logits[:, -1, :].float().log_softmax(-1)  # predicts each label's 1st token
+        if not _croppable(cache):
+            cache = None
+
+    for k, ids in enumerate(label_ids):
+        ids = list(ids)
+        if cache is not None:
+            score = first[:, ids[0]]
+            if len(ids) > 1:
+                # feed label tokens 0..m-2 after the cached prompt; their logits predict 1..m-1
+                cont = torch.tensor(ids[:-1], device=device).expand(batch, -1)
+                ones = torch.ones_like(cont, dtype=attention_mask.dtype)
+                mask = torch.cat([attention_mask, ones], dim=1)
+                pos = positions[:, -1:] + 1 + torch.arange(len(ids) - 1, device=device)
+                out = model(input_ids=cont, attention_mask=mask, position_ids=pos,
+                            past_key_values=cache, use_cache=True)
+                score = score + _gather_sum(out.logits.float().log_softmax(-1), ids[1:])
+                cache.crop(-(len(ids) - 1))  # negative: drop that many tokens, back to the prompt
+                if cache.get_seq_length() != prompt_len:
+                    raise RuntimeError("rank classification: the prompt cache did not crop back")
+        else:
+            # prompt + label tokens 0..m-2 in one pass; positions P-1 .. P+m-2 predict the label
+            cont = torch.tensor(ids[:-1], device=device, dtype=input_ids.dtype).expand(batch, -1)
+            seq = torch.cat([input_ids, cont], dim=1)
+            mask = torch.cat([attention_mask, torch.ones_like(cont, dtype=attention_mask.dtype)], 1)
+            out = model(input_ids=seq, attention_mask=mask, position_ids=_position_ids(mask),
+                        use_cache=False)
+            log_probs = out.logits[:, prompt_len - 1:, :].float().log_softmax(-1)
+            score = _gather_sum(log_probs, ids)
+        scores[:, k] = score
+    return scores
+
+
+def _seq2seq_scores(model, input_ids, attention_mask, label_ids, pad_id: int):
+    batch = input_ids.shape[0]
+    device = input_ids.device
+    encoder_outputs = model.get_encoder()(input_ids=input_ids, attention_mask=attention_mask,
+                                          return_dict=True)
+    start = _decoder_start_id(model, pad_id)
+    scores = torch.empty(batch, len(label_ids), dtype=torch.float32, device=device)
+    for k, ids in enumerate(label_ids):
+        ids = list(ids)
+        decoder_input = torch.tensor([start] + ids[:-1], device=device).expand(batch, -1)
+        out = model(encoder_outputs=encoder_outputs, attention_mask=attention_mask,
+                    decoder_input_ids=decoder_input, use_cache=False)
+        scores[:, k] = _gather_sum(out.logits.float().log_softmax(-1), ids)
+    return scores
+
+
+def label_scores(model, kind: str, input_ids, attention_mask, label_ids,
+                 pad_id: int = 0, use_prompt_cache: bool = True) -> torch.Tensor:
+    """[batch, n_labels] summed log-probabilities log p(label tokens + EOS | prompt), float32.
+
+    Causal: the prompt (left-padded) runs once, its KV cache is reused for every label and cropped
+    back after each (when the cache supports an exact crop; otherwise each label reruns prompt +
+    label); position ids come from the attention mask so that left padding does not shift them.
+    Seq2seq: the encoder runs once per batch, the decoder once per label with the label as
+    teacher-forced input. `pad_id` is the decoder start fallback for seq2seq models.
+    """
+    _check_kind(kind)
+    if not label_ids or any(len(ids) == 0 for ids in label_ids):
+        raise ValueError("rank classification needs a non-empty token list for every label")
+    if kind == "causal":
+        _check_left_padded(attention_mask)
+        return _causal_scores(model, input_ids, attention_mask, label_ids, use_prompt_cache)
+    return _seq2seq_scores(model, input_ids, attention_mask, label_ids, pad_id)
+
+
+# ---------------------------------------------------------------------------------------------
+# one task
+
+
+def _enter(autocast):
+    """A context manager from `autocast`: None, a context manager, or a callable returning one."""
+    if autocast is None:
+        return contextlib.nullcontext()
+    if hasattr(autocast, "__enter__"):
+        return autocast
+    if callable(autocast):
+        return autocast()
+    raise TypeError(
+        f"autocast must be a context manager or a callable returning one, got {autocast!r}"
+    )
+
+
+def _in_order(values: dict[int, str]) -> list[str]:
+    return [values[i] for i in sorted(values)]
+
+
+def evaluate_task(
+    model,
+    tokenizer,
+    kind: str,
+    batches,
+    label_ids: Sequence[Sequence[int]],
+    mode: str = "generate",
+    device=None,
+    autocast=None,
+    labels: Sequence[str] | None = None,
+) -> EvalResult:
+    """Accuracy (percent) of `model` on the prompt `batches` of one task.
+
+    `label_ids` are the task's label token ids (+ EOS), in the order of `labels` (the label words);
+    without `labels` the words are decoded from `label_ids` and stripped (only rank mode needs
+    them: the best label's word is the prediction, compared with the reference after
+    `normalize_answer`). `device` defaults to the
+    model's; `autocast` is an optional context manager (or a callable returning one) entered around
+    the whole evaluation. The model runs in eval mode under `torch.no_grad()` (not inference
+    mode, whose tensors could leak into later training through module caches); its training flag
+    is restored afterwards. Predictions come back in the original example order (`index`).
+    """
+    _check_kind(kind)
+    if mode not in MODES:
+        raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
+    label_ids = [list(ids) for ids in label_ids]
+    eos_id = _eos_id(tokenizer, model)
+    pad_id = _pad_id(tokenizer, eos_id)
+    if labels is None:
+        labels = [
+            tokenizer.decode([t for t in ids if t != eos_id], skip_special_tokens=True).strip()
+            for ids in label_ids
+        ]
+    labels = list(labels)
+    if len(labels) != len(label_ids):
+        raise ValueError(f"{len(labels)} label words for {len(label_ids)} label token lists")
+    normalized_labels = [normalize_answer(label) for label in labels]
+    device = torch.device(device) if device is not None else _model_device(model)
+    generate, rank = mode in ("generate", "both"), mode in ("rank", "both")
+    budget = generation_budget(label_ids) if generate else 0
+
+    generated: dict[int, str] = {}
+    ranked: dict[int, str] = {}
+    references: dict[int, str] = {}
+    hits_gen = hits_rank = 0
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), _enter(autocast):
+            for batch in batches:
+                input_ids = batch["input_ids"].to(device)
+                attention_mask = batch["attention_mask"].to(device)
+                refs = list(batch["references"])
+                index = [int(i) for i in batch["index"]]
+                if not (len(refs) == len(index) == input_ids.shape[0]):
+                    raise ValueError(
+                        f"evaluation batch: {input_ids.shape[0]} prompts, {len(refs)} references, "
+                        f"{len(index)} indices"
+                    )
+                for i, ref in zip(index, refs):
+                    if i in references:
+                        raise ValueError(f"evaluation batches repeat example index {i}")
+                    references[i] = ref
+                if generate:
+                    answers = generate_answers(model, tokenizer, kind, input_ids, attention_mask,
+                                               budget)
+                    for i, ref, answer in zip(index, refs, answers):
+                        generated[i] = answer
+                        hits_gen += normalize_answer(answer) == normalize_answer(ref)
+                if rank:
+                    scores = label_scores(model, kind, input_ids, attention_mask, label_ids,
+                                          pad_id=pad_id)
+                    best = scores.argmax(dim=-1).tolist()
+                    for i, ref, b in zip(index, refs, best):
+                        ranked[i] = labels[b]
+                        hits_rank += normalized_labels[b] == normalize_answer(ref)
+    finally:
+        model.train(was_training)
+
+    n = len(references)
+    if n == 0:
+        raise ValueError("evaluation: no examples (the batches are empty)")
+    accuracy_gen = 100.0 * hits_gen / n if generate else None
+    accuracy_rank = 100.0 * hits_rank / n if rank else None
+    return EvalResult(
+        accuracy=accuracy_gen if generate else accuracy_rank,
+        n=n,
+        predictions=_in_order(generated if generate else ranked),
+        references=_in_order(references),
+        mode=mode,
+        accuracy_rank=accuracy_rank,
+        predictions_rank=_in_order(ranked) if rank else None,
+    )

@@ -1,0 +1,407 @@
+"""The continual-learning loop: for each task, inject → train → merge → evaluate → save.
+
+`run_continual(config)` is the whole run; `train_task` is one task's optimisation with the
+JumpLoRA schedule. CL methods plug in through the hooks of `jumplora.methods.base.Method`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from jumplora.config import RunConfig
+from jumplora.data import DataProtocol, load_task, task_seed
+from jumplora.errors import ConfigError, TrainingError
+from jumplora.evaluate import evaluate_task
+from jumplora.injection import AdapterSet, inject_adapters
+from jumplora.methods import Method, TaskContext, build_method
+from jumplora.metrics import compute_metrics
+from jumplora.rundir import RunDirectory, atomic_torch_save, atomic_write_json
+from jumplora.schedule import JumpSchedule
+from jumplora.updates import TaskUpdate
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    tasks: list[str]
+    accuracy_matrix: list[list[float]]
+    metrics: dict[str, Any]
+
+
+def run_continual(config: RunConfig, loaded=None) -> RunResult:
+    """Train `config.method` on the task order, evaluating after every task; resumable.
+
+    `loaded` (a `jumplora.models.LoadedModel`) skips loading `config.model`: tests and notebooks
+    pass a model they built.
+    """
+    from accelerate import Accelerator
+
+    from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches
+    from jumplora.models import load_model
+
+    started = time.time()
+    tasks = config.task_list
+    run = RunDirectory.open(config, tasks)
+    accelerator = _accelerator(config)
+    if loaded is None:
+        loaded = load_model(config.model, kind=config.model_kind)
+    model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
+    targets = tuple(config.target_modules or loaded.target_modules)
+
+    protocol = DataProtocol(
+        seed=config.seed, test_per_class=config.test_per_class, train_per_class=config.train_per_class,
+        val_per_class=config.val_per_class, max_input_tokens=config.max_input_tokens,
+    )
+    data_dir = config.resolved_data_dir
+    data = {task: load_task(task, data_dir, protocol) for task in tasks}
+    atomic_write_json(run.path / "data.json", _data_summary(data, protocol))
+
+    def eval_batches(task):
+        return make_eval_batches(data[task].test, data[task], tokenizer, kind, config.eval_batch_size,
+                                 config.max_input_tokens, header=config.prompt_header)
+
+    method = build_method(config)
+    ctx = TaskContext(model=model, config=config, kind=kind)
+    method.setup(ctx)
+    matrices = {name: run.read_accuracy_matrix(name) for name in _matrix_files(config)}
+    stages = method.stages(tasks)
+    done = _restore(run, method, model, stages)
+    logger = _Logger(config, run.path)
+
+    for index in range(done, len(stages)):
+        stage = stages[index]
+        name = "+".join(stage)
+        row = tasks.index(stage[-1])
+        stage_started = time.time()
+        # every task starts from its own seed: a resumed run draws what an uninterrupted one did
+        torch.manual_seed(task_seed(config.seed, name, "adapter"))
+
+        # inject
+        adapters = inject_adapters(model, method.adapter_config(targets))
+        train_batches = [
+            batch for task in stage
+            for batch in make_train_batches(data[task].train, data[task], tokenizer, kind, config.micro_batch_size,
+                                            config.seed, config.max_input_tokens, header=config.prompt_header)
+        ]
+        if len(stage) > 1:  # multi-task: interleave the tasks' batches
+            import random
+
+            random.Random(task_seed(config.seed, name, "interleave")).shuffle(train_batches)
+        ctx.task, ctx.task_index, ctx.adapters = name, row, adapters
+        ctx.train_batches = [_to_device(b, accelerator.device) for b in train_batches]
+        ctx.compute_loss = lambda batch: _autocast_loss(accelerator, model, batch, kind)
+
+        # train
+        method.before_task(ctx)
+        records = train_task(ctx, method, adapters, accelerator, config, logger)
+
+        # merge: β·ΔW_final into the base weights, adapters removed
+        update = adapters.merge_and_remove(task=name)
+        ctx.adapters = None
+        method.after_task(ctx, update)
+
+        # evaluate
+        scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
+        evaluations = {}
+        for task in _progress(scope, config, f"evaluate after {name}"):
+            result = evaluate_task(
+                model, tokenizer, kind, eval_batches(task), label_token_ids(data[task], tokenizer, kind),
+                mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
+            )
+            evaluations[task] = result
+            matrices["accuracy_matrix.csv"][row][tasks.index(task)] = result.accuracy
+            if "accuracy_matrix_rank.csv" in matrices:
+                matrices["accuracy_matrix_rank.csv"][row][tasks.index(task)] = result.accuracy_rank
+        if not method.keeps_updates:
+            update.remove_from(model)
+
+        # save: every file of the task first, state.json last (the task counts as done only then)
+        update.save(run.update_path(index, name))
+        atomic_torch_save(run.method_state_path(index), method.state_dict())
+        for file, matrix in matrices.items():
+            run.write_accuracy_matrix(matrix, file)
+        run.append_losses(records, keep_tasks=_tasks_before(stages, index))
+        atomic_write_json(run.task_record_path(index, name), {
+            "task": name, "steps": len(records), "wall_time_s": round(time.time() - stage_started, 2),
+            "thresholds": update.thresholds, "sparsity": update.sparsity(),
+            "accuracy": {task: r.accuracy for task, r in evaluations.items()},
+            "accuracy_rank": {task: r.accuracy_rank for task, r in evaluations.items()}
+            if config.eval_mode == "both" else None,
+        })
+        run.mark_completed(index + 1)
+        logger.task_done(name, evaluations, update)
+
+    metrics = _final_metrics(run, config, tasks, stages, matrices, started)
+    atomic_write_json(run.path / "metrics.json", metrics)
+    run.mark_completed(len(stages), finished=True)
+    logger.close()
+    return RunResult(run.path, tasks, matrices["accuracy_matrix.csv"], metrics)
+
+
+def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerator, config: RunConfig, logger) -> list[dict]:
+    """One task: AdamW over A, B (and τ), the JumpLoRA schedule, the method's loss terms."""
+    accumulation = config.batch_size // config.micro_batch_size
+    batches = ctx.train_batches
+    steps = [batches[i: i + accumulation] for i in range(0, len(batches), accumulation)] * config.epochs
+    if config.max_steps_per_task:
+        steps = steps[: config.max_steps_per_task]
+    schedule = JumpSchedule.for_task(len(steps), config.s_start, config.s_final)
+    ctx.schedule = schedule
+    trainable = [p for p in adapters.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
+    warmup = max(config.warmup_steps, 0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    model = ctx.model
+    model.train()
+    records = []
+    bar = _progress(steps, config, f"train {ctx.task}")
+    for step, micro_batches in enumerate(bar):
+        ctx.step = step
+        if adapters.thresholds:
+            if schedule.initializes_threshold(step):
+                adapters.init_thresholds()
+            adapters.set_gamma(schedule.gamma(step))
+        method.on_step(ctx)
+        sums: dict[str, float] = {}
+        for batch in micro_batches:
+            with accelerator.autocast():
+                terms = {"task_loss": task_loss(model, batch, ctx.kind)}
+                terms.update(method.loss_terms(ctx))
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+                raise TrainingError(
+                    f"task {ctx.task}: loss is {loss.item()} at step {step} ({values}); "
+                    "earlier tasks' results are kept in the run directory"
+                )
+            accelerator.backward(loss / len(micro_batches))
+            for key, value in terms.items():
+                sums[key] = sums.get(key, 0.0) + value.item() / len(micro_batches)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        record = {"task": ctx.task, "step": step, "loss": sum(sums.values()), **sums,
+                  "gamma": adapters.gamma, "lr": scheduler.get_last_lr()[0]}
+        if adapters.thresholds:
+            record["thresholds"] = {g: t.value.item() for g, t in adapters.thresholds.items()}
+            if step % 10 == 0 or step == len(steps) - 1:  # a full pass over ΔW: not every step
+                record["sparsity"] = adapters.sparsity()
+        records.append(record)
+        logger.step(record, bar)
+    if adapters.thresholds and not schedule.reaches_start:
+        # too few steps to reach S_start: τ from the trained ΔW so the merge is sparse (schedule.py)
+        adapters.init_thresholds()
+        adapters.set_gamma(1.0)
+    model.eval()
+    return records
+
+
+def task_loss(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
+    """Cross-entropy on the target tokens only.
+
+    For causal LMs the vocabulary projection runs only where a loss is taken (the target
+    tokens), not over the whole prompt: with ~50k-token vocabularies that is most of the
+    memory and much of the time of a step.
+    """
+    if kind == "seq2seq":
+        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    labels = batch["labels"][:, 1:]
+    keep = labels != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return F.cross_entropy(logits.float(), labels[keep])
+
+
+# helpers -------------------------------------------------------------------------------------------
+
+
+def _accelerator(config: RunConfig):
+    from accelerate import Accelerator
+
+    use_cpu = not torch.cuda.is_available()
+    precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
+    if use_cpu and precision == "fp16":
+        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    return Accelerator(mixed_precision=precision, cpu=use_cpu)
+
+
+def _autocast_loss(accelerator, model, batch, kind):
+    with accelerator.autocast():
+        return task_loss(model, batch, kind)
+
+
+def _to_device(batch: dict, device) -> dict:
+    return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def _matrix_files(config: RunConfig) -> list[str]:
+    return ["accuracy_matrix.csv"] + (["accuracy_matrix_rank.csv"] if config.eval_mode == "both" else [])
+
+
+def _tasks_before(stages: list[list[str]], index: int) -> int:
+    return sum(len(stage) for stage in stages[:index])
+
+
+def _restore(run: RunDirectory, method: Method, model, stages: list[list[str]]) -> int:
+    """Bring model and method back to the end of the last finished task; return how many stages."""
+    done = run.completed
+    if done > len(stages):
+        raise ConfigError(f"{run.path}: state.json says {done} tasks are done, the order has {len(stages)}")
+    for index in range(done):
+        name = "+".join(stages[index])
+        path = run.update_path(index, name)
+        if not path.exists():
+            raise ConfigError(f"{run.path}: cannot resume, {path.name} is missing")
+        if method.keeps_updates:
+            TaskUpdate.load(path).apply(model)
+    if done:
+        state = torch.load(run.method_state_path(done - 1), map_location="cpu", weights_only=False)
+        method.load_state_dict(state)
+    return done
+
+
+def _data_summary(data: dict, protocol: DataProtocol) -> dict:
+    return {
+        "protocol": protocol.to_dict(),
+        "tasks": {
+            name: {
+                "group": task.spec.group, "labels": list(task.labels), "counts": task.counts(),
+                "dropped": dict(task.dropped), "sources": {k: str(v) for k, v in task.sources.items()},
+            }
+            for name, task in data.items()
+        },
+    }
+
+
+def _final_metrics(run, config, tasks, stages, matrices, started) -> dict:
+    matrix = matrices["accuracy_matrix.csv"]
+    single, source = _single_accuracies(config, run.path) if config.method.split("+")[-1] != "single" else (None, None)
+    metrics: dict[str, Any] = {"method": config.method, "order": config.order, "tasks": tasks, "seed": config.seed}
+    try:
+        metrics.update(compute_metrics(matrix, tasks, single=single))
+    except ValueError:  # e.g. a single or multi-task run has no full diagonal / final row
+        metrics.update(_partial_metrics(matrix, tasks))
+    if "accuracy_matrix_rank.csv" in matrices:
+        try:
+            rank = compute_metrics(matrices["accuracy_matrix_rank.csv"], tasks, single=None)
+            metrics["rank"] = {k: rank[k] for k in ("OA", "BWT")}
+        except ValueError:
+            pass
+    sparsity = {}
+    for index, stage in enumerate(stages):
+        record = json.loads(run.task_record_path(index, "+".join(stage)).read_text())
+        sparsity["+".join(stage)] = record["sparsity"]
+    metrics["sparsity"] = sparsity
+    metrics["fwt_reference"] = source
+    metrics["wall_time_s"] = round(sum(
+        json.loads(run.task_record_path(i, "+".join(s)).read_text())["wall_time_s"] for i, s in enumerate(stages)
+    ), 1)
+    metrics["peak_memory_mb"] = _peak_memory_mb()
+    return metrics
+
+
+def _partial_metrics(matrix, tasks) -> dict:
+    final = matrix[-1]
+    defined = [v for v in final if not math.isnan(v)]
+    oa = sum(defined) / len(defined) if len(defined) == len(tasks) else None
+    return {"OA": oa, "BWT": None, "FWT": None, "forgetting": {}}
+
+
+_SCALE_KEYS = ("model", "model_kind", "target_modules", "train_per_class", "val_per_class", "test_per_class",
+               "max_input_tokens", "prompt_header", "rank", "alpha", "learning_rate", "warmup_steps",
+               "weight_decay", "batch_size", "epochs", "max_steps_per_task", "precision", "eval_mode", "seed")
+
+
+def _single_accuracies(config: RunConfig, run_path: Path) -> tuple[dict | None, str | None]:
+    """a_0,i by task name from a finished `single` run of the same model, scale and seed."""
+    import yaml
+
+    candidates = [Path(config.single_dir)] if config.single_dir else sorted(run_path.resolve().parent.iterdir())
+    mine = config.to_dict()
+    for folder in candidates:
+        try:
+            other = yaml.safe_load((folder / "config.yaml").read_text())
+            state = json.loads((folder / "state.json").read_text())
+        except (OSError, ValueError):
+            if config.single_dir:
+                raise ConfigError(f"--single-dir {folder} is not a finished run directory") from None
+            continue
+        if other.get("method") != "single" or not state.get("finished"):
+            continue
+        if any(other.get(k) != mine.get(k) for k in _SCALE_KEYS):
+            if config.single_dir:
+                raise ConfigError(f"--single-dir {folder} was run with another model, scale or seed")
+            continue
+        rows = RunDirectory(folder, config, state["tasks"]).read_accuracy_matrix()
+        return {task: rows[i][i] for i, task in enumerate(state["tasks"])}, str(folder)
+    return None, None
+
+
+def _peak_memory_mb() -> float:
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def _progress(items, config: RunConfig, description: str):
+    if not config.progress:
+        return items
+    from tqdm.auto import tqdm
+
+    return tqdm(items, desc=description, leave=False, dynamic_ncols=True)
+
+
+class _Logger:
+    """Progress-bar postfix and, with `--log tensorboard`, TensorBoard scalars."""
+
+    def __init__(self, config: RunConfig, path: Path):
+        self.config = config
+        self.writer = None
+        self.global_step = 0
+        if config.log == "tensorboard":
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(log_dir=str(path / "tensorboard"))
+            except ImportError:
+                import warnings
+
+                warnings.warn("--log tensorboard: tensorboard is not installed (pip install tensorboard); "
+                              "losses are still written to losses.jsonl", stacklevel=2)
+
+    def step(self, record: dict, bar) -> None:
+        self.global_step += 1
+        if hasattr(bar, "set_postfix"):
+            shown = {k: f"{v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "lr"}
+            bar.set_postfix(shown, refresh=False)
+        if self.writer:
+            for key, value in record.items():
+                if isinstance(value, float):
+                    self.writer.add_scalar(f"train/{key}", value, self.global_step)
+            for group, value in record.get("thresholds", {}).items():
+                self.writer.add_scalar(f"threshold/{group}", value, self.global_step)
+
+    def task_done(self, name: str, evaluations: dict, update: TaskUpdate) -> None:
+        if self.config.progress:
+            accuracies = ", ".join(f"{task} {r.accuracy:.1f}" for task, r in evaluations.items())
+            print(f"[{name}] sparsity {update.sparsity():.1%} | accuracy: {accuracies}", flush=True)
+        if self.writer:
+            for task, result in evaluations.items():
+                self.writer.add_scalar(f"accuracy/{task}", result.accuracy, self.global_step)
+            self.writer.add_scalar("sparsity/task", update.sparsity(), self.global_step)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+__all__ = ["RunResult", "run_continual", "train_task", "task_loss"]
