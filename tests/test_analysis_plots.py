@@ -17,7 +17,7 @@ from jumplora.analysis.command_plot import figures  # noqa: E402
 from jumplora.analysis.rundir import RunWarning  # noqa: E402
 from jumplora.cli import build_parser, main  # noqa: E402
 from jumplora.errors import UserError  # noqa: E402
-from test_analysis import sparse_update, three_task_updates, write_run  # noqa: E402
+from test_analysis import three_task_updates, write_run  # noqa: E402
 
 
 def png_size(path) -> tuple[int, int]:
@@ -159,4 +159,3 @@ def test_unfinished_runs_are_drawn_but_not_in_the_radial_plot(tmp_path):
     assert "accuracy-u" in made and "bwt-radial" not in made
     assert made["sparsity-overlap-order4"].axes[0].lines[0].get_ydata() == pytest.approx(
         [2600 / 32, 2600 / 32, np.nan], nan_ok=True)
-    assert sparse_update  # the helper module is shared with test_analysis

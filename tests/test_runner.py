@@ -297,3 +297,23 @@ def test_yaml_config_with_flag_override(tmp_path):
     config_file.write_text("methd: ella\n")
     with pytest.raises(ConfigError, match="unknown option.*methd"):
         config_from_args(build_parser(only="run").parse_args(["run", "--config", str(config_file)]))
+
+
+def test_rank_classification_matrix_alongside_generation(tmp_path):
+    result = run(tmp_path, "seq2seq", "jumplora", eval_mode="both")
+    rank_rows = read(result.run_dir / "accuracy_matrix_rank.csv").splitlines()
+    assert rank_rows[0] == "after_task,CB,COPA" and len(rank_rows) == 3
+    assert all(cell != "" for cell in rank_rows[2].split(",")[1:])
+    assert set(result.metrics["rank"]) == {"OA", "BWT"}
+
+
+def test_tensorboard_logging_or_a_warning_when_missing(tmp_path):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is None:
+        with pytest.warns(UserWarning, match="tensorboard is not installed"):
+            result = run(tmp_path, method="inclora", log="tensorboard")
+    else:
+        result = run(tmp_path, method="inclora", log="tensorboard")
+        assert any((result.run_dir / "tensorboard").iterdir())
+    assert (result.run_dir / "losses.jsonl").read_text().strip()  # nothing lost either way

@@ -313,11 +313,12 @@ def evaluate_task(
     `label_ids` are the task's label token ids (+ EOS), in the order of `labels` (the label words);
     without `labels` the words are decoded from `label_ids` and stripped (only rank mode needs
     them: the best label's word is the prediction, compared with the reference after
-    `normalize_answer`). `device` defaults to the
-    model's; `autocast` is an optional context manager (or a callable returning one) entered around
-    the whole evaluation. The model runs in eval mode under `torch.no_grad()` (not inference
-    mode, whose tensors could leak into later training through module caches); its training flag
-    is restored afterwards. Predictions come back in the original example order (`index`).
+    `normalize_answer`). `device` defaults to the model's; `autocast` is an optional context
+    manager (or a callable returning one, such as `accelerator.autocast`) entered around the whole
+    evaluation. The model runs in eval mode under `torch.no_grad()` (not inference mode, whose
+    tensors could leak into later training through module caches); its training flag is restored
+    afterwards. Predictions and references come back sorted by `index`, i.e. in the original
+    example order.
     """
     _check_kind(kind)
     if mode not in MODES:

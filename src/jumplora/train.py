@@ -116,6 +116,7 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
             result = evaluate_task(
                 model, tokenizer, kind, eval_batches(task), label_token_ids(data[task], tokenizer, kind),
                 mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
+                labels=data[task].labels,
             )
             evaluations[task] = result
             matrices["accuracy_matrix.csv"][row][tasks.index(task)] = result.accuracy

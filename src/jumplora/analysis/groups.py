@@ -16,18 +16,30 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jumplora.analysis.rundir import JUMP_LABELS, Run, RunWarning, config_get
+from jumplora.analysis.rundir import Run, RunWarning, config_get
 
-VARIANT_KEYS = ("model", "threshold", "ella_penalty", "ella_lambda", "rank", "alpha")
+# Settings that change what a run computes (config.yaml keys, see `jumplora.config.RunConfig`).
+VARIANT_KEYS = (
+    "model", "threshold", "ella_penalty", "ella_lambda", "ewc_lambda", "olora_lambda", "olora_l2",
+    "lori_sparsity", "rank", "alpha", "target_modules", "s_start", "s_final", "bandwidth", "learning_rate",
+    "warmup_steps", "weight_decay", "batch_size", "epochs", "max_steps_per_task", "train_per_class",
+    "val_per_class", "test_per_class", "max_input_tokens", "prompt_header", "precision", "eval_mode",
+)
 ABLATION_KEYS = ("threshold", "ella_penalty")
 METHOD_ORDER = ("EWC", "ewc", "IncLoRA", "JumpLoRA + IncLoRA", "ELLA", "JumpLoRA + ELLA")
+_JUMP_ONLY = ("threshold", "s_start", "s_final", "bandwidth")
 
 
 def _relevant(label: str, key: str) -> bool:
-    if key == "threshold":
-        return label in JUMP_LABELS
-    if key.startswith("ella_"):
-        return "ELLA" in label
+    """Whether a setting matters to a method (defaults of other methods' options are ignored)."""
+    name = label.lower()
+    if key in _JUMP_ONLY:
+        return name.startswith("jumplora")
+    if key == "ella_penalty":
+        return label == "JumpLoRA + ELLA"
+    for prefix in ("ella", "ewc", "olora", "lori"):
+        if key.startswith(prefix + "_"):
+            return prefix in name.replace("jumplora", "")
     return True
 
 

@@ -105,7 +105,9 @@ def _legend(figure, axes):
                 handles.append(handle)
                 labels.append(label)
     if handles:
-        figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 4), frameon=False)
+        longest = max(len(label) for label in labels)
+        per_row = max(1, int(figure.get_figwidth() * 72 / (7.5 * longest + 40)))  # ~7.5 pt per character
+        figure.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), per_row), frameon=False)
 
 
 # -- Accuracy matrix ----------------------------------------------------------------------------

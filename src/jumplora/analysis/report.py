@@ -51,11 +51,12 @@ class Table:
     rows: list[list[str]]
     csv_columns: list[str]
     csv_rows: list[list]
+    empty: str = "(no runs for this table)"
 
     def markdown(self) -> str:
         lines = [f"## {self.title}", "", self.caption, ""]
         if not self.rows:
-            return "\n".join(lines + ["(no runs for this table)", ""])
+            return "\n".join(lines + [self.empty, ""])
         escape = lambda text: str(text).replace("|", "\\|")  # noqa: E731
         lines.append("| " + " | ".join(map(escape, self.columns)) + " |")
         lines.append("|" + "|".join("---" for _ in self.columns) + "|")
@@ -243,7 +244,7 @@ def table2(groups: list[Group]) -> Table:
         f"single-task accuracies. Orders outside 1-6 are in 'Runs per method and order'. {PAPER_NOTE}"
     )
     return Table("table2_bwt_fwt", "Table 2: backward and forward transfer", caption, columns, rows,
-                 csv_columns, csv_rows)
+                 csv_columns, csv_rows, "(no finished run of orders 1-6)")
 
 
 def table3(runs: list[Run]) -> Table:
@@ -284,7 +285,8 @@ def table3(runs: list[Run]) -> Table:
         "per transformer block) and, with ELLA, by what the penalty is computed on (sparse: ΔW_jump; "
         f"interp.: ΔW_interp). {BENCH_NOTE} {PAPER_NOTE}"
     )
-    return Table("table3_ablation", "Table 3: ablation", caption, columns, rows, csv_columns, csv_rows)
+    return Table("table3_ablation", "Table 3: ablation", caption, columns, rows, csv_columns, csv_rows,
+                 "(no finished JumpLoRA + IncLoRA or JumpLoRA + ELLA run of orders 1-6)")
 
 
 def table_sparsity(groups: list[Group], layer) -> Table:
@@ -322,7 +324,7 @@ def table_sparsity(groups: list[Group], layer) -> Table:
         f"finished. {STD_NOTE} The paper reports these for Long Order 4, middle layer ({paper.PAPER}, §5)."
     )
     return Table("sparsity_overlap", "Sparsity and support overlap (§5)", caption, columns, rows, csv_columns,
-                 csv_rows)
+                 csv_rows, "(no run has update files)")
 
 
 def build_report(runs: list[Run], layer="middle") -> Report:
