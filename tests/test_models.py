@@ -210,7 +210,7 @@ def test_load_model_errors(tmp_path):
     cases = [
         ((str(tmp_path / "missing"),), {}, "does not exist"),
         ((str(tmp_path),), {}, "config.json"),
-        (("no-such-org/no-such-model",), {}, "available offline"),
+        (("no-such-org/no-such-model",), {"offline": True}, "available offline"),
         ((str(folder),), {"kind": "causal"}, "seq2seq"),
         ((str(folder),), {"kind": "decoder"}, "unknown model kind"),
         ((str(folder),), {"dtype": "float8"}, "dtype"),

@@ -330,8 +330,12 @@ def load_model(
     dtype: torch.dtype | str = torch.float32,
     cache_dir: str | os.PathLike | None = None,
     target_modules: Sequence[str] | str | None = None,
+    offline: bool | None = None,
 ) -> LoadedModel:
     """Load a frozen base model and its tokenizer.
+
+    ``offline`` (default: the ``HF_HUB_OFFLINE`` environment variable, read at call time)
+    restricts a model id to the local Hugging Face cache, so no hub is contacted.
 
     ``name_or_path`` is :data:`DEFAULT_MODEL`, a local model folder (with ``config.json``) or a
     Hugging Face model id available offline. ``kind`` ("seq2seq" or "causal") is detected from
@@ -369,15 +373,18 @@ def load_model(
             f"available offline ({first})"
         )
 
+    if offline is None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}
+    hub = {"local_files_only": True} if offline else {}
     try:
-        config = AutoConfig.from_pretrained(source)
+        config = AutoConfig.from_pretrained(source, **hub)
     except (OSError, ValueError) as exc:
         raise _unavailable(exc) from exc
     detected = "seq2seq" if getattr(config, "is_encoder_decoder", False) else "causal"
     kind = kind or detected
     auto = AutoModelForSeq2SeqLM if kind == "seq2seq" else AutoModelForCausalLM
     try:
-        model = auto.from_pretrained(source, config=config, dtype=torch_dtype)
+        model = auto.from_pretrained(source, config=config, dtype=torch_dtype, **hub)
     except OSError as exc:
         raise _unavailable(exc) from exc
     except ValueError as exc:  # e.g. kind="causal" for an encoder-decoder config
@@ -386,7 +393,7 @@ def load_model(
             + (f"; it is a {detected} model" if detected != kind else "")
         ) from exc
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source)
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub)
     except (OSError, ValueError) as exc:
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load the tokenizer of model {name!r}: {detail}") from exc
