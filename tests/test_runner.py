@@ -71,6 +71,7 @@ def test_every_method_runs(tmp_path, kind, method):
         assert not any(math.isnan(v) for v in (matrix[0][0], matrix[1][0], matrix[1][1]))
         assert metrics["OA"] == pytest.approx((matrix[1][0] + matrix[1][1]) / 2, abs=0.01)
         assert metrics["BWT"] == pytest.approx(matrix[1][0] - matrix[0][0], abs=0.01)
+    assert [p.name for p in (path / "method_state").glob("*.pt")] == [f"{len(updates_expected(method)) - 1:02d}.pt"]
     updates = sorted((path / "updates").glob("*.safetensors"))
     assert len(updates) == (1 if method == "mtl" else 2)
     update = TaskUpdate.load(updates[0])
@@ -87,6 +88,10 @@ def test_every_method_runs(tmp_path, kind, method):
         assert any("ewc_penalty" in r for r in losses if r["task"] == "COPA")
     if method == "olora":
         assert any(r.get("olora_orthogonality", 0) > 0 for r in losses if r["task"] == "COPA")
+
+
+def updates_expected(method):
+    return ["CB+COPA"] if method == "mtl" else ["CB", "COPA"]
 
 
 def test_single_task_runs_leave_the_base_model_unchanged(tmp_path):

@@ -132,6 +132,14 @@ class RunDirectory:
     def method_state_path(self, index: int) -> Path:
         return self.path / "method_state" / f"{index:02d}.pt"
 
+    def save_method_state(self, index: int, state: dict) -> None:
+        """Write the state after task `index` and drop older ones: resuming needs only the latest,
+        and states such as ELLA's W_past are as large as the adapted matrices."""
+        atomic_torch_save(self.method_state_path(index), state)
+        for older in (self.path / "method_state").glob("*.pt"):
+            if older.stem.isdigit() and int(older.stem) < index:
+                older.unlink()
+
     def task_record_path(self, index: int, task: str) -> Path:
         return self.path / "tasks" / f"{task_stem(index, task)}.json"
 

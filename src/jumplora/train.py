@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import resource
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from jumplora.evaluate import evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
 from jumplora.methods import Method, TaskContext, build_method
 from jumplora.metrics import compute_metrics
-from jumplora.rundir import RunDirectory, atomic_torch_save, atomic_write_json
+from jumplora.rundir import RunDirectory, atomic_write_json
 from jumplora.schedule import JumpSchedule
 from jumplora.updates import TaskUpdate
 
@@ -93,8 +94,6 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
                                             config.seed, config.max_input_tokens, header=config.prompt_header)
         ]
         if len(stage) > 1:  # multi-task: interleave the tasks' batches
-            import random
-
             random.Random(task_seed(config.seed, name, "interleave")).shuffle(train_batches)
         ctx.task, ctx.task_index, ctx.adapters = name, row, adapters
         ctx.train_batches = [_to_device(b, accelerator.device) for b in train_batches]
@@ -127,7 +126,7 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
 
         # save: every file of the task first, state.json last (the task counts as done only then)
         update.save(run.update_path(index, name))
-        atomic_torch_save(run.method_state_path(index), method.state_dict())
+        run.save_method_state(index, method.state_dict())
         for file, matrix in matrices.items():
             run.write_accuracy_matrix(matrix, file)
         run.append_losses(records, keep_tasks=_tasks_before(stages, index))
