@@ -22,13 +22,11 @@ the PEFT and to the plain-LoRA median, and the median of the per-round paired ra
     python benchmarks/step_time.py --model t5-large-random --device cuda --seq-len 512
     python benchmarks/step_time.py --profile 3             # + torch.profiler breakdown
     python benchmarks/step_time.py --micro                 # + one-layer micro-benchmark
-    python benchmarks/step_time.py --lean-gate             # + sparse with the proposed gate
 
-`--lean-gate` adds a sixth variant, jump_sparse_lean: sparse JumpLoRA whose gate is this
-script's `_LeanJumpReLU` (same values and gradients as jumplora.gate's, fewer element-wise
-passes), bound to that model's layers only. `--micro` times one adapted q and v layer at the
-model's shapes: frozen linear, low-rank LoRA, the fold without gate, the current sparse path,
-the lean gate, and a sampled-∂W' backward (torch.sparse.sampled_addmm). `--rounds 0` with
+`--micro` times one adapted q and v layer at the model's shapes: frozen linear, low-rank LoRA,
+the fold without gate, the current sparse path, and a sampled-∂W' backward
+(torch.sparse.sampled_addmm). (An earlier `--lean-gate` variant timed the gate that
+jumplora.gate now implements; see step_time.md.) `--rounds 0` with
 `--profile`/`--micro` skips the step timing. Torch threads are left at torch's default unless
 `--threads` is given; either way they are printed and recorded. The seq2seq loss (T5) uses
 random decoder labels of `--label-len` tokens.
@@ -47,7 +45,6 @@ import shlex
 import statistics
 import sys
 import time
-import types
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +57,6 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))
 
-from jumplora.adapter import LoRALinear  # noqa: E402
 from jumplora.gate import symmetric_jumprelu  # noqa: E402
 from jumplora.injection import AdapterConfig, inject_adapters  # noqa: E402
 
@@ -70,12 +66,9 @@ VARIANTS = {
     "jump_sparse": "JumpLoRA sparse (γ=1)",
     "lora": "LoRA (jumplora, gated=False)",
     "peft": "PEFT LoRA",
-    # not part of the default set (see --lean-gate): JumpLoRA sparse with this script's
-    # `_LeanJumpReLU` in place of jumplora.gate's, the change proposed for gate.py
-    "jump_sparse_lean": "JumpLoRA sparse, lean gate (proposal)",
 }
 DEFAULT_VARIANTS = ("jump_dense", "jump_interp", "jump_sparse", "lora", "peft")
-GAMMAS = {"jump_dense": 0.0, "jump_interp": 0.5, "jump_sparse": 1.0, "jump_sparse_lean": 1.0}
+GAMMAS = {"jump_dense": 0.0, "jump_interp": 0.5, "jump_sparse": 1.0}
 TARGET_RATIO = 1.15  # sparse step ≤ 1.15 × PEFT step
 
 
@@ -191,10 +184,6 @@ def build_variant(key: str, base: Base, args, device) -> Variant:
         )
         for name, layer in adapters.layers.items():
             _init_lora_pair(name, layer.lora_A, layer.lora_B, args.seed)
-        if key == "jump_sparse_lean":
-            for layer in adapters.layers.values():  # this model's layers only; nothing global
-                layer.jump = types.MethodType(_lean_jump, layer)
-            info["gate"] = "benchmark-local _LeanJumpReLU (proposal)"
         if gated:
             info["tau"] = adapters.init_thresholds()
             adapters.set_gamma(GAMMAS[key])
@@ -450,78 +439,6 @@ def print_profile(prof: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class _LeanJumpReLU(torch.autograd.Function):
-    """The same function and the same (pseudo-)gradients as `jumplora.gate._SymmetricJumpReLU`,
-    with fewer and cheaper element-wise passes over ΔW (the proposal for gate.py):
-
-    * the forward keeps the gate and, when τ needs a gradient, sign(ΔW)·1[in band] (computed in
-      place), so the backward recomputes neither |ΔW|, the gate nor the band;
-    * no `torch.where(in_band, sign, zeros_like)` (the largest single op of the current gate in
-      the profile) and fewer fresh ΔW-sized buffers;
-    * the threshold's gradient is one `torch.dot` instead of a product then a `sum`.
-
-    Extra memory until the backward: the gate (1 byte an entry) and the signed band (4 bytes an
-    entry) instead of nothing beyond ΔW, which the current version keeps too.
-    """
-
-    @staticmethod
-    def forward(ctx, delta, threshold, bandwidth):
-        magnitude = delta.abs()
-        gate = magnitude > threshold
-        signed_band = None
-        if ctx.needs_input_grad[1]:
-            band = magnitude.sub_(threshold).abs_() < bandwidth / 2  # reuses |ΔW|'s buffer
-            signed_band = delta.sign().mul_(band)
-        ctx.save_for_backward(gate, signed_band, threshold)
-        ctx.bandwidth = bandwidth
-        return delta * gate
-
-    @staticmethod
-    def backward(ctx, grad_output):
-        gate, signed_band, threshold = ctx.saved_tensors
-        grad_delta = grad_threshold = None
-        if ctx.needs_input_grad[0]:
-            grad_delta = grad_output * gate
-        if ctx.needs_input_grad[1]:
-            dot = torch.dot(grad_output.reshape(-1), signed_band.reshape(-1).to(grad_output.dtype))
-            grad_threshold = (-(threshold / ctx.bandwidth) * dot).reshape(threshold.shape).to(threshold.dtype)
-        return grad_delta, grad_threshold, None
-
-
-def lean_jumprelu(delta: torch.Tensor, threshold, bandwidth: float) -> torch.Tensor:
-    threshold = torch.as_tensor(threshold, dtype=delta.dtype, device=delta.device)
-    return _LeanJumpReLU.apply(delta, threshold, bandwidth)
-
-
-def _lean_jump(self: LoRALinear, delta: torch.Tensor) -> torch.Tensor:
-    """`LoRALinear.jump` with the lean gate (bound to one layer instance by build_variant)."""
-    return lean_jumprelu(delta, self.threshold.value, self.bandwidth)
-
-
-def check_lean_gate(variants: list[Variant], batch: dict) -> dict | None:
-    """One fp32 forward/backward of jump_sparse and jump_sparse_lean (same A, B, τ; eval mode, so
-    no dropout): the loss and the gradients of every A, B and τ must agree."""
-    by_key = {v.key: v for v in variants}
-    if not {"jump_sparse", "jump_sparse_lean"} <= set(by_key):
-        return None
-    grads, losses = {}, {}
-    for key in ("jump_sparse", "jump_sparse_lean"):
-        v = by_key[key]
-        v.model.eval()
-        try:
-            loss = v.model(**batch).loss
-            loss.backward()
-        finally:
-            v.model.train()
-        losses[key] = loss.item()
-        grads[key] = [p.grad.detach().clone() for p in v.adapters.parameters()]
-        v.optimizer.zero_grad(set_to_none=True)
-    rel = max(float((a - b).abs().max() / (b.abs().max() + 1e-30))
-              for a, b in zip(grads["jump_sparse_lean"], grads["jump_sparse"]))
-    tau_grad = (grads["jump_sparse"][-1].item(), grads["jump_sparse_lean"][-1].item())
-    return {"loss": losses, "max_rel_grad_diff": rel, "tau_grad": tau_grad}
-
-
 class _SampledGradLinear(torch.autograd.Function):
     """y = x·(W + β·Δ_jump)ᵀ whose backward computes ∂L/∂W' only where the gate or the threshold's
     kernel band can use it (sampled dense-dense matmul), not the dense (out × in) product.
@@ -639,20 +556,12 @@ def micro_benchmark(variants: list[Variant], batch_size: int, seq_len: int, prec
                 xin = x.to(torch.bfloat16) if precision == "bf16" else x
                 return _SampledGradLinear.apply(xin, W, None, delta, tau, s, bw)
 
-            def fold_lean(x):
-                with torch.autocast(device_type=device.type, enabled=False):
-                    delta = B @ A
-                    jump = lean_jumprelu(delta, log_tau.exp(), bw)
-                    w = W + (s * jump).to(W.dtype)
-                return F.linear(x, w)
-
             bodies = {"base linear only (frozen)": base_only, "low-rank LoRA (PEFT-style)": lowrank,
                       "fold, no gate": fold_no_gate, "fold + gate (current sparse)": fold_current,
-                      "fold + lean gate (proposal)": fold_lean,
                       "fold + sampled ∂W' (alternative)": sampled}
             # the alternative must give the same gradients as the current path
             check = {}
-            for label, body in (("current", fold_current), ("sampled", sampled), ("lean", fold_lean)):
+            for label, body in (("current", fold_current), ("sampled", sampled)):
                 x = x0.clone().requires_grad_(True)
                 with autocast_for(precision, device):
                     y = body(x)
@@ -661,8 +570,6 @@ def micro_benchmark(variants: list[Variant], batch_size: int, seq_len: int, prec
                 A.grad = B.grad = log_tau.grad = None
             err = {n: float((a - b).abs().max() / (b.abs().max() + 1e-30))
                    for n, a, b in zip(("y", "dx", "dA", "dB", "dtau"), check["sampled"], check["current"])}
-            err_lean = {n: float((a - b).abs().max() / (b.abs().max() + 1e-30))
-                        for n, a, b in zip(("y", "dx", "dA", "dB", "dtau"), check["lean"], check["current"])}
             res = _time_interleaved({label: run(body) for label, body in bodies.items()}, reps, device)
             with torch.no_grad():
                 delta = B @ A
@@ -670,7 +577,6 @@ def micro_benchmark(variants: list[Variant], batch_size: int, seq_len: int, prec
                 density = float(((delta.abs() > tau) | ((delta.abs() - tau).abs() < bw / 2)).float().mean())
             out[f"{precision}/{suffix} {tuple(W.shape)} x{tokens}"] = {
                 "median_s": res, "needed_density": density, "max_rel_err_sampled_vs_current": err,
-                "max_rel_err_lean_vs_current": err_lean,
             }
     return out
 
@@ -682,8 +588,7 @@ def _fmt_err(err: dict) -> str:
 def print_micro(micro: dict) -> None:
     for key, entry in micro.items():
         print(f"\n### micro {key}: needed-entry density {entry['needed_density']:.4f}; "
-              f"max rel err vs current: sampled {_fmt_err(entry['max_rel_err_sampled_vs_current'])}, "
-              f"lean {_fmt_err(entry['max_rel_err_lean_vs_current'])}")
+              f"max rel err vs current: sampled {_fmt_err(entry['max_rel_err_sampled_vs_current'])}")
         ref = entry["median_s"]["low-rank LoRA (PEFT-style)"]
         for label, t in entry["median_s"].items():
             print(f"  {t * 1e3:9.3f} ms  ({t / ref:5.2f}× low-rank)  {label}")
@@ -707,8 +612,6 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
                    help="comma-separated subset of " + ",".join(VARIANTS))
-    p.add_argument("--lean-gate", action="store_true",
-                   help="also time jump_sparse_lean: sparse JumpLoRA with the proposed lean gate")
     p.add_argument("--threads", type=int, default=None,
                    help="torch.set_num_threads(N) (default: leave torch's default, printed)")
     p.add_argument("--rank", type=int, default=8)
@@ -730,8 +633,6 @@ def main(argv=None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda: CUDA is not available")
     keys = [k.strip() for k in args.variants.split(",") if k.strip()]
-    if args.lean_gate and "jump_sparse_lean" not in keys:
-        keys.append("jump_sparse_lean")
     unknown = [k for k in keys if k not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
@@ -766,10 +667,6 @@ def main(argv=None) -> int:
     if len(same) > 1:
         spread = max(losses[k] for k in same) - min(losses[k] for k in same)
         print(f"  spread of {same} (must be ~0): {spread:.2e}", flush=True)
-
-    lean_check = check_lean_gate(variants, batch)
-    if lean_check is not None:
-        print(f"lean gate vs current (fp32, one backward): {lean_check}", flush=True)
 
     configs = [(p, v) for p in precisions for v in variants]
     t_warm = time.perf_counter()
@@ -833,7 +730,6 @@ def main(argv=None) -> int:
         },
         "variants": {v.key: {"label": VARIANTS[v.key], **v.info} for v in variants},
         "initial_fp32_loss": losses,
-        "lean_gate_check": lean_check,
         "results": stats,
         "verdict": verdict,
     }

@@ -44,8 +44,6 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
     `loaded` (a `jumplora.models.LoadedModel`) skips loading `config.model`: tests and notebooks
     pass a model they built.
     """
-    from accelerate import Accelerator
-
     from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches
     from jumplora.models import load_model
 
