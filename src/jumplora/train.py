@@ -365,6 +365,7 @@ class _Logger:
         self.config = config
         self.writer = None
         self.global_step = 0
+        self.sparsity: float | None = None
         if config.log == "tensorboard":
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -378,8 +379,14 @@ class _Logger:
 
     def step(self, record: dict, bar) -> None:
         self.global_step += 1
+        if record.get("step") == 0:
+            self.sparsity = None  # a new task
+        if "sparsity" in record:  # measured every 10 steps; shown on every step
+            self.sparsity = record["sparsity"]
         if hasattr(bar, "set_postfix"):
-            shown = {k: f"{v:.4g}" for k, v in record.items() if isinstance(v, float) and k != "lr"}
+            shown = {k: f"{v:.4g}" for k, v in record.items() if isinstance(v, float) and k not in ("lr", "sparsity")}
+            if self.sparsity is not None:
+                shown["sparsity"] = f"{self.sparsity:.3f}"
             bar.set_postfix(shown, refresh=False)
         if self.writer:
             for key, value in record.items():
