@@ -19,6 +19,7 @@ from torch import nn
 
 from jumplora.adapter import LoRALinear
 from jumplora.gate import DEFAULT_BANDWIDTH, MIN_THRESHOLD, Threshold
+from jumplora.models import find_target_linears
 from jumplora.updates import ModuleUpdate, TaskUpdate
 
 THRESHOLD_MODES = ("global", "local")
@@ -54,14 +55,6 @@ def block_of(module_name: str) -> str:
     """
     match = _BLOCK.match(module_name)
     return match.group(1) if match else module_name
-
-
-def _target_names(model: nn.Module, targets: tuple[str, ...]) -> list[str]:
-    return [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.rsplit(".", 1)[-1] in targets
-    ]
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -168,12 +161,7 @@ class AdapterSet:
 
 def inject_adapters(model: nn.Module, config: AdapterConfig) -> AdapterSet:
     """Wrap every target linear of `model` in a fresh `LoRALinear` (A Kaiming-uniform, B = 0)."""
-    names = _target_names(model, tuple(config.target_modules))
-    if not names:
-        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)][:5]
-        raise ValueError(
-            f"no nn.Linear named {list(config.target_modules)} in the model; linear layers look like {linears}"
-        )
+    names = list(find_target_linears(model, config.target_modules))  # names each unmatched target
     thresholds: dict[str, Threshold] = {}
     layers: dict[str, LoRALinear] = {}
     for name in names:

@@ -294,15 +294,10 @@ def _final_metrics(run, config, tasks, stages, matrices, started) -> dict:
             metrics["rank"] = {k: rank[k] for k in ("OA", "BWT")}
         except ValueError:
             pass
-    sparsity = {}
-    for index, stage in enumerate(stages):
-        record = json.loads(run.task_record_path(index, "+".join(stage)).read_text())
-        sparsity["+".join(stage)] = record["sparsity"]
-    metrics["sparsity"] = sparsity
+    records = [json.loads(run.task_record_path(i, "+".join(s)).read_text()) for i, s in enumerate(stages)]
+    metrics["sparsity"] = {record["task"]: record["sparsity"] for record in records}
     metrics["fwt_reference"] = source
-    metrics["wall_time_s"] = round(sum(
-        json.loads(run.task_record_path(i, "+".join(s)).read_text())["wall_time_s"] for i, s in enumerate(stages)
-    ), 1)
+    metrics["wall_time_s"] = round(sum(record["wall_time_s"] for record in records), 1)
     metrics["peak_memory_mb"] = _peak_memory_mb()
     return metrics
 
