@@ -386,3 +386,48 @@ def test_report_help_shows_defaults(capsys):
         build_parser(only="report").parse_args(["report", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "(default: ./report)" in text and "(default: md,csv)" in text and "(default: middle)" in text
+
+
+# -- ELLA λ by the balancing rule ----------------------------------------------------------------------
+def lowrank_update(task: str, lora_a, lora_b, scale=4.0) -> TaskUpdate:
+    update = TaskUpdate(task=task)
+    update.modules[T5_Q.format(0)] = ModuleUpdate(
+        shape=(2, 2), lora_A=torch.tensor(lora_a, dtype=torch.float32), lora_B=torch.tensor(lora_b, dtype=torch.float32),
+        scale=scale,
+    )
+    return update
+
+
+def test_ella_lambda_balances_end_of_task_loss_and_penalty_by_hand(tmp_path, capsys):
+    from jumplora.analysis.ella_lambda import balance_table, suggested_lambda
+    from jumplora.analysis.rundir import load_run
+
+    # ΔW1 = [[1,0],[2,0]], ΔW2 = [[1,1],[0,0]], ΔW3 = [[0,3],[0,1]] (unscaled; the files hold β = 4)
+    updates = [
+        lowrank_update("mnli", [[1.0, 0.0]], [[1.0], [2.0]]),
+        lowrank_update("cb", [[1.0, 1.0]], [[1.0], [0.0]]),
+        lowrank_update("wic", [[0.0, 1.0]], [[3.0], [1.0]]),
+    ]
+    root = write_run(tmp_path / "run", method="inclora", updates=updates)
+    losses = {"mnli": [7.0, 7.0], "cb": [5.0, 3.0, 1.0, 1.0, 1.0], "wic": [9.0, 9.0, 9.0, 9.0, 18.0]}
+    (root / "losses.jsonl").write_text("".join(
+        json.dumps({"task": task, "step": step, "loss": value, "task_loss": value}) + "\n"
+        for task, values in losses.items() for step, value in enumerate(values)))
+
+    balances = balance_table(load_run(root), tail=0.4)
+    # cb: ‖ΔW2 ⊙ ΔW1‖² = 1, CE = mean(1, 1) = 1; wic: ‖ΔW3 ⊙ (ΔW1+ΔW2)‖² = (3·1)² = 9, CE = 13.5
+    assert [b.task for b in balances] == ["cb", "wic"]
+    assert [b.penalty for b in balances] == pytest.approx([1.0, 9.0])
+    assert [b.cross_entropy for b in balances] == pytest.approx([1.0, 13.5])
+    assert [b.balancing_lambda for b in balances] == pytest.approx([1.0, 1.5])
+    assert suggested_lambda(balances) == 1  # geometric mean 1.22, one significant figure
+
+    assert main(["ella-lambda", str(root), "--tail", "0.4"]) == 0
+    assert "suggested ella_lambda: 1\n" in capsys.readouterr().out
+
+
+def test_ella_lambda_without_updates_is_a_one_line_error(tmp_path, capsys):
+    root = write_run(tmp_path / "run", method="inclora")
+    assert main(["ella-lambda", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no update files" in err and str(root) in err

@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "data": "jumplora.data.command",
     "report": "jumplora.analysis.command_report",
     "plot": "jumplora.analysis.command_plot",
+    "ella-lambda": "jumplora.analysis.command_ella_lambda",
 }
 
 

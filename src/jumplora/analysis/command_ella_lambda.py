@@ -1,0 +1,40 @@
+"""`jumplora ella-lambda RUN_DIR`: ELLA's λ for a new model by the ELLA authors' balancing rule."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from jumplora.analysis.command_report import run_with_warnings
+
+DESCRIPTION = """\
+Suggest ELLA's penalty weight for a model from a finished run without the penalty (IncLoRA or
+JumpLoRA+IncLoRA, updates kept). For each task after the first it prints the task loss at the end of
+training (CE), the penalty ||dW * W_past||^2 at lambda = 1, and lambda = CE / penalty, which makes the
+two equal (the ELLA authors' rule: ratio close to 1). The suggestion is their geometric mean,
+rounded to one significant figure. Reads only the run directory: no model, no test data."""
+
+
+def _ella_lambda(args) -> int:
+    from jumplora.analysis.ella_lambda import balance_table, format_balances
+    from jumplora.analysis.rundir import load_run
+
+    run = load_run(args.run)
+    sys.stdout.write(format_balances(run, balance_table(run, tail=args.tail)))
+    return 0
+
+
+def run(args) -> int:
+    return run_with_warnings("jumplora ella-lambda", _ella_lambda, args)
+
+
+def register(subparsers) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "ella-lambda", help="suggest ELLA's lambda for a model from an unregularised run",
+        description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run", metavar="RUN_DIR", help="a finished inclora or jumplora run directory")
+    parser.add_argument("--tail", type=float, default=0.2,
+                        help="fraction of each task's last optimiser steps whose task loss is averaged")
+    parser.set_defaults(func=run)
+    return parser

@@ -1,0 +1,107 @@
+"""Choosing ELLA's λ for a new model by the ELLA authors' rule, from a finished unregularised run.
+
+The paper's λ values (Table 7) are for T5-large. The ELLA authors chose λ so that the penalty
+λ·‖ΔW ⊙ W_past‖² and the cross-entropy are of similar size (ratio close to 1; paper, App. A.2).
+Given a run without the penalty (IncLoRA, or JumpLoRA+IncLoRA) we measure, for each task t ≥ 2,
+
+    P_t  = Σ_matrices ‖ΔW_t ⊙ W_past,t‖²_F     ΔW unscaled by β, W_past,t = Σ_{s<t} ΔW_s
+    CE_t = mean task loss over the last `tail` fraction of task t's optimiser steps
+
+and λ_t = CE_t / P_t balances the two at the end of unregularised training. One λ for every task
+(as Table 7 does for orders 1-3) is the geometric mean of the λ_t, rounded to one significant
+figure. Everything is read from the run directory: no model, no training, no test data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+from jumplora.errors import UserError
+
+
+@dataclass
+class TaskBalance:
+    task: str
+    cross_entropy: float  # CE_t
+    penalty: float  # P_t = ‖ΔW_t ⊙ W_past‖² (λ = 1)
+    steps: int  # optimiser steps averaged for CE_t
+
+    @property
+    def balancing_lambda(self) -> float:
+        return self.cross_entropy / self.penalty if self.penalty > 0 else math.inf
+
+
+def round_significant(value: float, digits: int = 1) -> float:
+    if not math.isfinite(value) or value <= 0:
+        return value
+    exponent = math.floor(math.log10(value)) - (digits - 1)
+    return round(value / 10**exponent) * 10**exponent
+
+
+def suggested_lambda(balances: list[TaskBalance]) -> float:
+    """Geometric mean of the finite per-task balancing λ, rounded to one significant figure."""
+    values = [b.balancing_lambda for b in balances if math.isfinite(b.balancing_lambda)]
+    if not values:
+        raise UserError("no task with a non-zero overlap between its update and the earlier ones")
+    return round_significant(math.exp(sum(math.log(v) for v in values) / len(values)))
+
+
+def task_losses(run) -> dict[str, list[float]]:
+    """Task loss per optimiser step, by task, from the run's losses.jsonl."""
+    path = run.path / "losses.jsonl"
+    if not path.is_file():
+        raise UserError(f"{run.path}: losses.jsonl is missing")
+    losses: dict[str, list[float]] = {}
+    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            losses.setdefault(str(record["task"]), []).append(float(record["task_loss"]))
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise UserError(f"{path}, line {line_number}: not a loss record with 'task' and 'task_loss'") from None
+    return losses
+
+
+def balance_table(run, tail: float = 0.2) -> list[TaskBalance]:
+    """CE_t and P_t for each task after the first (see the module docstring)."""
+    if not 0 < tail <= 1:
+        raise UserError(f"tail must be in (0, 1], got {tail}")
+    if not run.update_paths or run.update_paths[0] is None:
+        raise UserError(f"{run.path}: no update files under updates/ (they are needed to measure the penalty)")
+    losses = task_losses(run)
+    past: dict[str, torch.Tensor] = {}
+    balances = []
+    for index, task in enumerate(run.tasks):
+        update = run.update(index)
+        if update is None:
+            break  # an unfinished run: stop at the first missing task
+        deltas = {name: m.dense() / m.scale for name, m in update.modules.items()}
+        if index > 0:
+            penalty = sum(float((delta * past[name]).pow(2).sum()) for name, delta in deltas.items() if name in past)
+            task_loss = losses.get(task)
+            if not task_loss:
+                raise UserError(f"{run.path}: losses.jsonl has no step of task {task!r}")
+            count = max(1, round(tail * len(task_loss)))
+            balances.append(TaskBalance(task, sum(task_loss[-count:]) / count, penalty, count))
+        for name, delta in deltas.items():
+            past[name] = past[name] + delta if name in past else delta
+    if not balances:
+        raise UserError(f"{run.path}: needs at least two finished tasks")
+    return balances
+
+
+def format_balances(run, balances: list[TaskBalance]) -> str:
+    lines = [
+        f"ELLA lambda from {run.path} ({run.label}, order {run.order}, seed {run.seed})",
+        "| task | CE (end of training) | ‖ΔW ⊙ W_past‖² | balancing λ = CE / penalty |",
+        "|---|---|---|---|",
+    ]
+    for b in balances:
+        lines.append(f"| {b.task} | {b.cross_entropy:.4f} | {b.penalty:.4e} | {b.balancing_lambda:.3g} |")
+    lines.append(f"suggested ella_lambda: {suggested_lambda(balances):g}")
+    return "\n".join(lines) + "\n"
