@@ -431,3 +431,17 @@ def test_ella_lambda_without_updates_is_a_one_line_error(tmp_path, capsys):
     assert main(["ella-lambda", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no update files" in err and str(root) in err
+
+
+def test_runs_table_shows_wall_time_and_peak_memory(tmp_path):
+    from jumplora.analysis.report import table_runs
+    from jumplora.analysis.rundir import load_run
+
+    fast = write_run(tmp_path / "a", metrics={"wall_time_s": 1389.4, "peak_memory_mb": 6500.4})
+    slow = write_run(tmp_path / "b", seed=43, metrics={"wall_time_s": 7325.0})
+    table = table_runs([load_run(fast), load_run(slow)])
+    cells = {row[0]: row for row in table.rows}
+    assert cells[str(fast)][-2:] == ["23 min 09 s", "6.3 GiB"]
+    assert cells[str(slow)][-2:] == ["2 h 02 min", "—"]
+    assert "23 min 09 s" in table.markdown()
+    assert table.csv().splitlines()[0].endswith("wall_time_s,peak_memory_mb")

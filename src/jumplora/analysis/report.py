@@ -93,6 +93,13 @@ def fmt(value, digits: int = 2, scale: float = 1.0) -> str:
     return DASH if _missing(value) else f"{value * scale:.{digits}f}"
 
 
+def fmt_duration(seconds) -> str:
+    if _missing(seconds):
+        return DASH
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min {secs:02d} s"
+
+
 def fmt_stat(stat: Stat, digits: int = 2, scale: float = 1.0) -> str:
     if stat.n == 0:
         return DASH
@@ -138,18 +145,25 @@ def _present(orders, bench: str) -> bool:
 
 # -- tables -----------------------------------------------------------------------------------
 def table_runs(runs: list[Run]) -> Table:
-    columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT"]
+    columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT", "Wall time", "Peak memory"]
     rows, csv_rows = [], []
     for run in sorted(runs, key=lambda r: (method_sort_key(r.label), order_sort_key(r.order), str(r.seed), str(r.path))):
         done = f"{run.completed}/{run.n_tasks}" + ("" if run.finished else " (unfinished)")
         values = [run.metric(k) if run.finished else math.nan for k in ("OA", "BWT", "FWT")]
-        rows.append([str(run.path), run.label, str(run.order), str(run.seed), done] + [fmt(v) for v in values])
+        cost = [run.metric("wall_time_s"), run.metric("peak_memory_mb")]
+        rows.append([str(run.path), run.label, str(run.order), str(run.seed), done] + [fmt(v) for v in values]
+                    + [fmt_duration(cost[0]), DASH if _missing(cost[1]) else f"{cost[1] / 1024:.1f} GiB"])
         csv_rows.append([str(run.path), run.method, run.label, run.order, run.seed, run.completed, run.n_tasks,
-                         run.finished] + values)
+                         run.finished] + values + cost)
+    caption = (
+        "One row per run directory; metrics of unfinished runs are not used. Wall time: training, merging and "
+        "evaluating every task (model loading excluded); peak memory: the run's peak resident set size (on a "
+        "GPU, its peak allocated device memory), as metrics.json records them."
+    )
     return Table(
-        "runs", "Runs", "One row per run directory; metrics of unfinished runs are not used.",
-        columns, rows,
-        ["path", "method", "label", "order", "seed", "completed", "tasks", "finished", "OA", "BWT", "FWT"], csv_rows,
+        "runs", "Runs", caption, columns, rows,
+        ["path", "method", "label", "order", "seed", "completed", "tasks", "finished", "OA", "BWT", "FWT",
+         "wall_time_s", "peak_memory_mb"], csv_rows,
     )
 
 

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Every run of the reduced-scale reproduction study (docs/reproduction.md), one after another, on
+# the preset configs/repro-small.yaml. Per seed: `single` first (FWT needs it beside the CL runs),
+# then the CL methods. ELLA's λ is chosen once, by the ELLA authors' balancing rule, from IncLoRA's
+# order-1 seed-42 run (`jumplora ella-lambda`), written to results/ella_lambda.md and reused for
+# every later ELLA run. Finished runs are skipped; an interrupted one resumes at its last finished
+# task. Override the study with SEEDS, ORDERS, METHODS, e.g. SEEDS=43 METHODS="single inclora".
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JUMPLORA=${JUMPLORA:-.venv/bin/jumplora}
+SEEDS=${SEEDS:-"42 43 44"}
+ORDERS=${ORDERS:-1}
+METHODS=${METHODS:-"single inclora jumplora ella jumplora+ella"}
+LAMBDA_FILE=results/ella_lambda.md
+mkdir -p results/logs
+
+ella_lambda() {
+  if [ ! -f "$LAMBDA_FILE" ]; then
+    "$JUMPLORA" ella-lambda results/runs/inclora-order1-seed42 > "$LAMBDA_FILE.tmp"
+    mv "$LAMBDA_FILE.tmp" "$LAMBDA_FILE"
+  fi
+  sed -n 's/^suggested ella_lambda: //p' "$LAMBDA_FILE"
+}
+
+for order in $ORDERS; do
+  for seed in $SEEDS; do
+    for method in $METHODS; do
+      name=$method-order$order-seed$seed
+      out=results/runs/$name
+      if grep -q '"finished": true' "$out/state.json" 2>/dev/null; then
+        echo "skip $name (finished)"
+        continue
+      fi
+      extra=()
+      case $method in *ella*) extra=(--ella-lambda "$(ella_lambda)") ;; esac
+      echo "run $name ${extra[*]}"
+      /usr/bin/time -v "$JUMPLORA" run --config configs/repro-small.yaml --method "$method" \
+        --order "$order" --seed "$seed" --output-dir "$out" "${extra[@]}" --progress false \
+        > "results/logs/$name.log" 2>&1
+    done
+  done
+done
