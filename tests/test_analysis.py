@@ -445,3 +445,41 @@ def test_runs_table_shows_wall_time_and_peak_memory(tmp_path):
     assert cells[str(slow)][-2:] == ["2 h 02 min", "—"]
     assert "23 min 09 s" in table.markdown()
     assert table.csv().splitlines()[0].endswith("wall_time_s,peak_memory_mb")
+
+
+# -- compact supports ------------------------------------------------------------------------------
+def test_compact_supports_give_the_same_sparsity_and_overlap_without_updates(tmp_path, capsys):
+    import shutil
+
+    from jumplora.analysis.rundir import load_run
+    from jumplora.analysis.stats import run_stats
+
+    root = write_run(tmp_path / "run", updates=three_task_updates())
+    before = run_stats(load_run(root), "middle")
+    assert main(["compact", str(root), "--layer", "1"]) == 0  # block 1 is the middle of blocks 0-2
+    assert "wrote 3 supports files" in capsys.readouterr().out
+    assert sorted(p.name for p in (root / "supports").iterdir()) == sorted(p.name for p in (root / "updates").iterdir())
+    shutil.rmtree(root / "updates")
+
+    run = load_run(root)
+    after = run_stats(run, "middle")
+    np.testing.assert_allclose(after.sparsity_all, before.sparsity_all)
+    np.testing.assert_allclose(after.sparsity_layer, before.sparsity_layer)
+    np.testing.assert_allclose(after.jaccard, before.jaccard)
+    np.testing.assert_allclose(after.jaccard_pairs, before.jaccard_pairs)
+    assert after.depth == before.depth and after.kinds == {"sparse"}
+    # by hand, block 1's q: mnli {0,1,2,3}, cb {2,3,4,5} -> J = 2/6
+    assert run.update(1).modules[T5_Q.format(1)].support().flatten().nonzero().flatten().tolist() == [2, 3, 4, 5]
+
+    # another layer's supports were not kept: a one-line error naming the file
+    with pytest.raises(UserError, match=r"supports/00-mnli.safetensors keeps the supports of .* only"):
+        run_stats(run, 0)
+
+
+def test_compact_refuses_plain_lora_updates(tmp_path, capsys):
+    root = write_run(tmp_path / "run", method="inclora",
+                     updates=[lowrank_update("mnli", [[1.0, 0.0]], [[1.0], [2.0]])], tasks=("mnli",))
+    assert main(["compact", str(root)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "plain-LoRA update has no sparse support" in err
+    assert not (root / "supports").exists() or not any((root / "supports").iterdir())

@@ -16,6 +16,7 @@ SUBCOMMANDS = {
     "report": "jumplora.analysis.command_report",
     "plot": "jumplora.analysis.command_plot",
     "ella-lambda": "jumplora.analysis.command_ella_lambda",
+    "compact": "jumplora.analysis.command_compact",
 }
 
 

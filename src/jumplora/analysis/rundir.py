@@ -28,6 +28,7 @@ STATE = "state.json"
 METRICS = "metrics.json"
 ACCURACY = "accuracy_matrix.csv"
 UPDATES = "updates"
+SUPPORTS = "supports"  # compact supports (jumplora.analysis.supports), read where updates/ lacks a task
 
 # Method names in config.yaml -> the labels the paper uses. Other names are printed as they are.
 METHOD_LABELS = {
@@ -194,10 +195,18 @@ class Run:
         return any(p is not None for p in self.update_paths)
 
     def update(self, index: int):
-        """Task `index`'s merged update (`jumplora.updates.TaskUpdate`), loaded now; None if absent."""
+        """Task `index`'s merged update (`jumplora.updates.TaskUpdate`), loaded now; None if absent.
+
+        Where only `supports/` has the task, a `jumplora.analysis.supports.CompactUpdate`: counts for
+        every matrix, supports for one layer, no values.
+        """
         path = self.update_paths[index]
         if path is None:
             return None
+        if path.parent.name == SUPPORTS:
+            from jumplora.analysis.supports import load_supports
+
+            return load_supports(path)
         from jumplora.updates import TaskUpdate
 
         try:
@@ -348,7 +357,8 @@ def load_run(path: str | Path) -> Run:
         for i, (_, values) in zip(rows, body):
             accuracy[i, columns] = values
 
-    update_paths: list[Path | None] = [files.get(i) for i in range(n)]
+    compact = _update_files(path / SUPPORTS)
+    update_paths: list[Path | None] = [files.get(i, compact.get(i)) for i in range(n)]
 
     evaluated_rows = int(np.sum(~np.all(np.isnan(accuracy), axis=1))) if n else 0
     if state:
