@@ -366,7 +366,7 @@ def test_report_command_writes_files_and_leaves_inputs_alone(tmp_path, capsys):
     assert "unfinished" in captured.err and "jumplora report: warning:" in captured.err
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "report.md", "table1_oa.csv", "table2_bwt_fwt.csv", "table3_ablation.csv", "sparsity_overlap.csv",
-        "per_order.csv", "runs.csv"])
+        "per_order.csv", "runs.csv", "thresholds.csv"])
     assert (out / "report.md").read_text() == captured.out
     per_order = {(r["method"], r["order"]): r for r in _csv(out / "per_order.csv")}
     assert float(per_order[("JumpLoRA + IncLoRA", "4")]["OA_mean"]) == pytest.approx(72.0)
@@ -483,3 +483,28 @@ def test_compact_refuses_plain_lora_updates(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "plain-LoRA update has no sparse support" in err
     assert not (root / "supports").exists() or not any((root / "supports").iterdir())
+
+
+def test_threshold_movement_from_losses_and_task_records(tmp_path):
+    from jumplora.analysis.report import table_thresholds, threshold_movement
+    from jumplora.analysis.rundir import load_run
+
+    root = write_run(tmp_path / "run", tasks=("mnli", "cb"), s_start=0.2, s_final=0.8)
+    # mnli: 10 steps, S_start = step 2 where τ is 0.010 after its first update; 0.011 at the merge.
+    # cb: one step, never reaches S_start: τ is set after the last step, so it did not move.
+    losses = [{"task": "mnli", "step": s, "task_loss": 1.0, "thresholds": {"global": 0.5 if s < 2 else 0.010 + s / 1e4}}
+              for s in range(10)]
+    losses.append({"task": "cb", "step": 0, "task_loss": 1.0, "thresholds": {"global": 0.5}})
+    (root / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
+    (root / "tasks").mkdir()
+    for index, (task, tau, sparsity) in enumerate([("mnli", 0.0102 * 1.05, 0.8), ("cb", 0.02, 0.9)]):
+        (root / "tasks" / f"{index:02d}-{task}.json").write_text(
+            json.dumps({"task": task, "thresholds": {"global": tau}, "sparsity": sparsity}))
+    run = load_run(root)
+    movement = threshold_movement(run)
+    assert [m[0] for m in movement] == ["mnli", "cb"]
+    assert movement[0][1] == pytest.approx(0.05) and movement[0][2] == 0.8
+    assert movement[1][1] == pytest.approx(0.0) and movement[1][2] == 0.9
+    table = table_thresholds([run])
+    assert table.rows == [[str(root), "mnli, cb", "+5.00 %, +0.00 %", "80.0 %, 90.0 %"]]
+    assert table_thresholds([load_run(write_run(tmp_path / "plain", method="inclora"))]).rows == []

@@ -24,7 +24,7 @@ from jumplora.analysis.groups import (
     ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_sort_key, row_label,
     varying_keys,
 )
-from jumplora.analysis.rundir import JUMP_LABELS, Run, benchmark_of, order_label
+from jumplora.analysis.rundir import JUMP_LABELS, Run, benchmark_of, config_get, order_label
 from jumplora.analysis.stats import run_stats
 
 BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
@@ -341,6 +341,63 @@ def table_sparsity(groups: list[Group], layer) -> Table:
                  csv_rows, "(no run has update files)")
 
 
+def threshold_movement(run: Run) -> list[tuple[str, float, float]]:
+    """Per task of a JumpLoRA run: (task, relative change of τ from S_start to the merge, sparsity).
+
+    τ at S_start is read from losses.jsonl at the S_start step (after that step's update), τ at the
+    merge from tasks/NN-TASK.json; with several groups (local thresholds) the changes are averaged.
+    """
+    import json
+
+    from jumplora.schedule import JumpSchedule
+
+    path = run.path / "losses.jsonl"
+    if not path.is_file():
+        return []
+    by_task: dict[str, list[dict]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_task.setdefault(record.get("task"), []).append(record)
+    out = []
+    for index, task in enumerate(run.tasks[: run.completed]):
+        records = by_task.get(task, [])
+        record_file = run.path / "tasks" / f"{index:02d}-{task}.json"
+        if not records or not record_file.is_file():
+            continue
+        final = json.loads(record_file.read_text(encoding="utf-8"))
+        schedule = JumpSchedule.for_task(len(records), config_get(run.config, "s_start", 0.2),
+                                          config_get(run.config, "s_final", 0.8))
+        start = records[schedule.start].get("thresholds", {}) if schedule.reaches_start else final["thresholds"]
+        changes = [final["thresholds"][g] / value - 1 for g, value in start.items()
+                   if value and g in final.get("thresholds", {})]
+        if changes:
+            out.append((task, sum(changes) / len(changes), float(final.get("sparsity", math.nan))))
+    return out
+
+
+def table_thresholds(runs: list[Run]) -> Table:
+    columns = ["Run", "Tasks", "τ change, S_start → merge (per task)", "Sparsity at merge (per task)"]
+    rows, csv_rows = [], []
+    for run in runs:
+        if not run.is_jump:
+            continue
+        movement = threshold_movement(run)
+        if not movement:
+            continue
+        rows.append([str(run.path), ", ".join(t for t, _, _ in movement),
+                     ", ".join(f"{100 * c:+.2f} %" for _, c, _ in movement),
+                     ", ".join(f"{100 * s:.1f} %" for _, _, s in movement)])
+        csv_rows += [[str(run.path), run.label, task, change, sparsity] for task, change, sparsity in movement]
+    caption = (
+        "How far the learned threshold moved: τ at the merge over τ one step after its initialisation at "
+        "S_start, minus 1 (the mean over groups for local thresholds), and the task's sparsity over all "
+        "adapted matrices at the merge. Read from losses.jsonl and tasks/."
+    )
+    return Table("thresholds", "Threshold movement during training", caption, columns, rows,
+                 ["path", "method", "task", "threshold_change", "sparsity"], csv_rows, "(no JumpLoRA run)")
+
+
 def build_report(runs: list[Run], layer="middle") -> Report:
     """All tables of the report for `runs` (see the module docstring)."""
     groups = group_runs(runs)
@@ -353,7 +410,7 @@ def build_report(runs: list[Run], layer="middle") -> Report:
             + "."
         )
     report.tables = [table1(groups), table2(groups), table3(runs), table_sparsity(groups, layer),
-                     table_per_order(groups), table_runs(runs)]
+                     table_thresholds(runs), table_per_order(groups), table_runs(runs)]
     return report
 
 
