@@ -508,3 +508,36 @@ def test_threshold_movement_from_losses_and_task_records(tmp_path):
     table = table_thresholds([run])
     assert table.rows == [[str(root), "mnli, cb", "+5.00 %, +0.00 %", "80.0 %, 90.0 %"]]
     assert table_thresholds([load_run(write_run(tmp_path / "plain", method="inclora"))]).rows == []
+
+
+def test_chance_jaccard_of_independent_supports_by_hand_and_by_sampling():
+    from jumplora.analysis.overlap import PackedSupport, chance_jaccard
+
+    a = PackedSupport.of(_mask(range(4), shape=(4, 4)))  # density 1/4
+    b = PackedSupport.of(_mask(range(8), shape=(4, 4)))  # density 1/2
+    # pq / (p + q − pq) = (1/8) / (3/4 − 1/8) = 0.2
+    assert chance_jaccard(a, b) == pytest.approx(0.2)
+    generator = np.random.default_rng(0)
+    x, y = generator.random((2, 400, 400))
+    observed = PackedSupport.of(x < 0.25).jaccard(PackedSupport.of(y < 0.5))
+    expected = chance_jaccard(PackedSupport.of(x < 0.25), PackedSupport.of(y < 0.5))
+    assert observed == pytest.approx(expected, abs=0.005)
+    # disjoint supports are below chance, identical ones above
+    c = PackedSupport.of(_mask(range(8, 12), shape=(4, 4)))
+    assert a.jaccard(c) == 0.0 < chance_jaccard(a, c) < a.jaccard(a)
+
+
+def test_report_shows_jaccard_at_chance(tmp_path):
+    from jumplora.analysis.rundir import load_run
+    from jumplora.analysis.stats import run_stats
+
+    run = load_run(write_run(tmp_path / "run", updates=three_task_updates()))
+    stats = run_stats(run, "middle")
+    # block 1: q is 4x4 (16 entries), v is 4x4; cb vs mnli: q 4/16 & 4/16, v 2/16 & 2/16
+    q = (1 / 16) / (8 / 16 - 1 / 16)
+    v = (4 / 256) / (4 / 16 - 4 / 256)
+    assert stats.jaccard_chance[1] == pytest.approx((q + v) / 2)
+    assert np.isnan(stats.jaccard_chance[0])
+    table = next(t for t in build_report([run]).tables if t.name == "sparsity_overlap")
+    assert table.columns[7] == "Jaccard at chance"
+    assert table.rows[0][7] == f"{stats.mean_jaccard_chance:.3f}"

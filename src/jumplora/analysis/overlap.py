@@ -63,6 +63,16 @@ class PackedSupport:
         return inter / union if union else 0.0
 
 
+def chance_jaccard(a: PackedSupport, b: PackedSupport) -> float:
+    """E[J] of two independent uniformly random supports with a's and b's densities p, q:
+    pq / (p + q − pq) (ratio of the expected intersection and union; exact as numel grows).
+    The baseline an observed overlap is read against: below it, tasks avoid each other's entries."""
+    numel = int(np.prod(a.shape))
+    p, q = a.count / numel, b.count / numel
+    union = p + q - p * q
+    return p * q / union if union else 0.0
+
+
 def jaccard(a, b) -> float:
     """|A ∩ B| / |A ∪ B| of two supports (masks, tensors or `ModuleUpdate`s of one shape); 0/0 := 0."""
     return PackedSupport.of(a).jaccard(PackedSupport.of(b))

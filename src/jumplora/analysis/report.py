@@ -305,10 +305,10 @@ def table3(runs: list[Run]) -> Table:
 
 def table_sparsity(groups: list[Group], layer) -> Table:
     columns = ["Method", "Order", "Runs", "Sparsity (layer)", "paper", "Jaccard (layer)", "paper",
-               "Sparsity (all matrices)"]
+               "Jaccard at chance", "Sparsity (all matrices)"]
     csv_columns = ["method", "order", "n", "sparsity_layer_mean", "sparsity_layer_std", "sparsity_layer_paper",
-                   "jaccard_layer_mean", "jaccard_layer_std", "jaccard_layer_paper", "sparsity_all_mean",
-                   "sparsity_all_std", "layer"]
+                   "jaccard_layer_mean", "jaccard_layer_std", "jaccard_layer_paper", "jaccard_chance_mean",
+                   "sparsity_all_mean", "sparsity_all_std", "layer"]
     rows, csv_rows, descriptions = [], [], []
     for group in groups:
         stats = [run_stats(r, layer) for r in group.runs if r.has_updates()]
@@ -319,22 +319,25 @@ def table_sparsity(groups: list[Group], layer) -> Table:
         s_layer = Stat.of(s.mean_sparsity_layer for s in stats)
         jac = Stat.of(s.mean_jaccard for s in stats)
         s_all = Stat.of(s.mean_sparsity_all for s in stats)
+        chance = Stat.of(s.mean_jaccard_chance for s in stats)
         p_s = paper.section5(group.method, group.order, "sparsity")
         p_j = paper.section5(group.method, group.order, "jaccard")
         rows.append([
             group.label, order_label(group.order), str(len(stats)),
             fmt_stat(s_layer, 1, 100.0) + (" %" if s_layer.n else ""), fmt_paper(p_s, 1, 100.0) + (" %" if p_s else ""),
-            fmt_stat(jac, 3), fmt_paper(p_j, 3),
+            fmt_stat(jac, 3), fmt_paper(p_j, 3), fmt(chance.mean, 3),
             fmt_stat(s_all, 1, 100.0) + (" %" if s_all.n else ""),
         ])
         csv_rows.append([group.label, group.order, len(stats), s_layer.mean, s_layer.std, p_s, jac.mean, jac.std, p_j,
-                         s_all.mean, s_all.std, "; ".join(layers)])
+                         chance.mean, s_all.mean, s_all.std, "; ".join(layers)])
     layer_words = "; ".join(descriptions) if descriptions else str(layer)
     caption = (
         "Sparsity (§5): fraction of the entries of the merged ΔW_jump that are zero, 1 − nnz/numel, pooled "
         "over the layer's matrices and averaged over tasks. Jaccard: |S_t ∩ S_k| / |S_t ∪ S_k| of the binary "
         "supports of task t and each earlier task k (0/0 counted as 0), averaged over the layer's matrices, "
-        f"the earlier tasks, then tasks 2..T. Layer: {layer_words}. Unfinished runs count over the tasks they "
+        "the earlier tasks, then tasks 2..T. Jaccard at chance: the same mean for independent random supports "
+        "of the same densities, pq / (p + q − pq): an overlap below it means tasks avoid each other's entries. "
+        f"Layer: {layer_words}. Unfinished runs count over the tasks they "
         f"finished. {STD_NOTE} The paper reports these for Long Order 4, middle layer ({paper.PAPER}, §5)."
     )
     return Table("sparsity_overlap", "Sparsity and support overlap (§5)", caption, columns, rows, csv_columns,

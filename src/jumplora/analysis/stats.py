@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from jumplora.analysis.layers import LayerSelection, parse_layer, select_modules
-from jumplora.analysis.overlap import OverlapTracker, PackedSupport, mean_over_earlier, mean_over_matrices
+from jumplora.analysis.overlap import (
+    OverlapTracker, PackedSupport, chance_jaccard, mean_over_earlier, mean_over_matrices,
+)
 from jumplora.analysis.sparsity import counts_by_module, depth_profile, pooled_sparsity
 
 
@@ -29,6 +31,8 @@ class RunStats:
     - `sparsity_all`: pooled sparsity over every adapted matrix;
     - `sparsity_layer`: pooled sparsity over the matrices of `layer`;
     - `jaccard`: mean Jaccard with every earlier task over `layer`'s matrices (NaN for the first task);
+    - `jaccard_chance`: the same mean for independent random supports of the same densities
+      (`overlap.chance_jaccard`): what `jaccard` is compared with;
     - `jaccard_pairs[t, k]` (k < t): Jaccard of tasks t and k, averaged over `layer`'s matrices;
     - `depth[t]`: stack -> block index -> pooled sparsity (None without an update);
     - `by_module[t]`: matrix -> sparsity, every adapted matrix (None without an update);
@@ -45,6 +49,7 @@ class RunStats:
     by_module: list = field(default_factory=list)
     jaccard_by_module: list = field(default_factory=list)
     kinds: set = field(default_factory=set)
+    jaccard_chance: np.ndarray | None = None
 
     @property
     def mean_sparsity_all(self) -> float:
@@ -58,6 +63,10 @@ class RunStats:
     def mean_jaccard(self) -> float:
         """Mean over tasks 2..T of their mean overlap with earlier tasks."""
         return nanmean(self.jaccard)
+
+    @property
+    def mean_jaccard_chance(self) -> float:
+        return nanmean(self.jaccard_chance) if self.jaccard_chance is not None else float("nan")
 
     @property
     def is_sparse(self) -> bool:
@@ -86,6 +95,7 @@ def run_stats(run, layer: str | int = "middle") -> RunStats:
     sparsity_all = np.full(n, np.nan)
     sparsity_layer = np.full(n, np.nan)
     jaccard = np.full(n, np.nan)
+    jaccard_chance = np.full(n, np.nan)
     pairs = np.full((n, n), np.nan)
     depth: list = [None] * n
     by_module: list = [None] * n
@@ -107,6 +117,9 @@ def run_stats(run, layer: str | int = "middle") -> RunStats:
         depth[index] = depth_profile(counts)
         by_module[index] = {m: pooled_sparsity([c]) for m, c in counts.items()}
         supports = {m: PackedSupport.of(update.modules[m]) for m in selection.modules if m in update.modules}
+        chance_rows = [{m: chance_jaccard(supports[m], past[m]) for m in supports if m in past}
+                       for past in tracker.history if past is not None]
+        jaccard_chance[index] = mean_over_earlier(chance_rows)
         rows = tracker.add(supports)
         for k, row in enumerate(rows):
             pairs[index, k] = mean_over_matrices(row)
@@ -116,6 +129,6 @@ def run_stats(run, layer: str | int = "middle") -> RunStats:
         }
         del update
     stats = RunStats(selection, sparsity_all, sparsity_layer, jaccard, pairs, depth, by_module, jaccard_by_module,
-                     kinds)
+                     kinds, jaccard_chance)
     run._cache[key] = stats
     return stats
