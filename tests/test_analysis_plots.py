@@ -78,6 +78,17 @@ def test_sparsity_overlap_two_panels():
     assert figure.get_suptitle() == "Order 4: middle layer"
 
 
+def test_sparsity_overlap_draws_the_chance_level_dotted():
+    series = {"JumpLoRA + IncLoRA": ([0.87, 0.88, 0.86], [np.nan, 0.06, 0.07], [np.nan, 0.065, 0.07])}
+    figure = plots.sparsity_overlap(4, ["mnli", "cb", "wic"], series, "middle layer", figsize=(8, 4), dpi=50)
+    right = figure.axes[1]
+    assert len(right.lines) == 2 and right.lines[1].get_linestyle() == ":"
+    assert right.lines[1].get_ydata()[1:] == pytest.approx([0.065, 0.07])
+    assert right.lines[1].get_color() == right.lines[0].get_color()
+    assert "chance" in right.get_title()
+    assert [t.get_text() for t in figure.legends[0].get_texts()] == ["JumpLoRA + IncLoRA"]
+
+
 def test_sparsity_depth_panels_per_stack():
     t5 = {"JumpLoRA + ELLA": {"encoder.block": {0: 0.9, 1: 0.95}, "decoder.block": {0: 0.8, 1: 0.85}}}
     figure = plots.sparsity_depth(4, t5, figsize=(8, 4), dpi=50)

@@ -119,7 +119,8 @@ def figures(runs, layer="middle", dpi: float = 150, size=None) -> Iterator[tuple
             if not sparse:
                 continue
             overlap_series[group.label] = (
-                _mean_rows(s.sparsity_layer for _, s in sparse), _mean_rows(s.jaccard for _, s in sparse)
+                _mean_rows(s.sparsity_layer for _, s in sparse), _mean_rows(s.jaccard for _, s in sparse),
+                _mean_rows(s.jaccard_chance for _, s in sparse),
             )
             depth_series[group.label] = _mean_depth(s.mean_depth() for _, s in sparse)
             for _, s in sparse:

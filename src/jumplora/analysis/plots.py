@@ -178,16 +178,22 @@ def bwt_radial(panels, *, figsize=None, dpi: float = 150):
 def sparsity_overlap(order, tasks, series, layer: str = "middle layer", *, figsize=None, dpi: float = 150):
     """Two panels over the tasks in training order: sparsity (%) and mean Jaccard with earlier tasks.
 
-    `series`: {label: (sparsity per task (fraction), Jaccard per task)}.
+    `series`: {label: (sparsity per task (fraction), Jaccard per task[, Jaccard at chance per task])};
+    the chance level (independent supports of the same densities) is drawn dashed in the same colour.
     """
     n = len(tasks)
     figure = new_figure(figsize or (max(8.0, 0.55 * n + 4), 4.6), dpi)
     ax_s, ax_j = figure.subplots(1, 2)
     x = np.arange(n)
-    for label, (sparsity, overlap) in series.items():
+    with_chance = False
+    for label, (sparsity, overlap, *chance) in series.items():
         style = line_style(label, series)
         ax_s.plot(x, 100.0 * np.asarray(sparsity, dtype=float), label=label, markersize=4, **style)
         ax_j.plot(x, np.asarray(overlap, dtype=float), label=label, markersize=4, **style)
+        if chance and chance[0] is not None:
+            with_chance = True
+            ax_j.plot(x, np.asarray(chance[0], dtype=float), label="_chance", color=style["color"],
+                      linestyle=":", linewidth=1.2)
     for ax in (ax_s, ax_j):
         _task_ticks(ax, tasks, "x")
         ax.set_xlabel("task (training order)")
@@ -195,7 +201,7 @@ def sparsity_overlap(order, tasks, series, layer: str = "middle layer", *, figsi
     ax_s.set_ylabel("sparsity (%)")
     ax_s.set_title("Sparsity of ΔW_jump")
     ax_j.set_ylabel("Jaccard similarity")
-    ax_j.set_title("Mean Jaccard overlap with earlier tasks")
+    ax_j.set_title("Mean Jaccard overlap with earlier tasks" + ("\n(dotted: at chance)" if with_chance else ""))
     figure.suptitle(textwrap.fill(f"{order_label(order)}: {layer}", 110), fontsize=11)
     _legend(figure, [ax_s])
     return figure
