@@ -14,7 +14,6 @@ figure. Everything is read from the run directory: no model, no training, no tes
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -52,19 +51,10 @@ def suggested_lambda(balances: list[TaskBalance]) -> float:
 
 def task_losses(run) -> dict[str, list[float]]:
     """Task loss per optimiser step, by task, from the run's losses.jsonl."""
-    path = run.path / "losses.jsonl"
-    if not path.is_file():
-        raise UserError(f"{run.path}: losses.jsonl is missing")
-    losses: dict[str, list[float]] = {}
-    for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            losses.setdefault(str(record["task"]), []).append(float(record["task_loss"]))
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-            raise UserError(f"{path}, line {line_number}: not a loss record with 'task' and 'task_loss'") from None
-    return losses
+    try:
+        return {task: [float(r["task_loss"]) for r in records] for task, records in run.loss_records().items()}
+    except (KeyError, TypeError, ValueError):
+        raise UserError(f"{run.path}: a losses.jsonl record has no numeric 'task_loss'") from None
 
 
 def balance_table(run, tail: float = 0.2) -> list[TaskBalance]:

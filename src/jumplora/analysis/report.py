@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +25,7 @@ from jumplora.analysis.groups import (
     ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_sort_key, row_label,
     varying_keys,
 )
-from jumplora.analysis.rundir import JUMP_LABELS, Run, benchmark_of, config_get, order_label
+from jumplora.analysis.rundir import JUMP_LABELS, LOSSES, Run, benchmark_of, config_get, order_label
 from jumplora.analysis.stats import run_stats
 
 BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
@@ -350,18 +351,11 @@ def threshold_movement(run: Run) -> list[tuple[str, float, float]]:
     τ at S_start is read from losses.jsonl at the S_start step (after that step's update), τ at the
     merge from tasks/NN-TASK.json; with several groups (local thresholds) the changes are averaged.
     """
-    import json
-
     from jumplora.schedule import JumpSchedule
 
-    path = run.path / "losses.jsonl"
-    if not path.is_file():
+    if not (run.path / LOSSES).is_file():
         return []
-    by_task: dict[str, list[dict]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_task.setdefault(record.get("task"), []).append(record)
+    by_task = run.loss_records()
     out = []
     for index, task in enumerate(run.tasks[: run.completed]):
         records = by_task.get(task, [])

@@ -28,6 +28,7 @@ STATE = "state.json"
 METRICS = "metrics.json"
 ACCURACY = "accuracy_matrix.csv"
 UPDATES = "updates"
+LOSSES = "losses.jsonl"
 SUPPORTS = "supports"  # compact supports (jumplora.analysis.supports), read where updates/ lacks a task
 
 # Method names in config.yaml -> the labels the paper uses. Other names are printed as they are.
@@ -213,6 +214,22 @@ class Run:
             return TaskUpdate.load(path)
         except Exception as error:  # safetensors raises its own error types
             raise UserError(f"cannot read update file {path}: {error}") from None
+
+    def loss_records(self) -> dict[str, list[dict]]:
+        """losses.jsonl's per-step records, by task in step order (raises `UserError` when missing or malformed)."""
+        path = self.path / LOSSES
+        if not path.is_file():
+            raise UserError(f"{self.path}: {LOSSES} is missing")
+        by_task: dict[str, list[dict]] = {}
+        for line_number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                by_task.setdefault(str(record["task"]), []).append(record)
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise UserError(f"{path}, line {line_number}: not a loss record with a 'task'") from None
+        return by_task
 
     def updates(self) -> Iterator[tuple[int, Any]]:
         """(index, TaskUpdate) for each task that has an update file, in task order, one at a time."""

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from jumplora.analysis.layers import parse_layer, select_modules
+from jumplora.analysis.overlap import PackedSupport
+from jumplora.analysis.rundir import SUPPORTS
 from jumplora.errors import UserError
-
-SUPPORTS = "supports"
 
 
 @dataclass
@@ -89,12 +89,8 @@ def write_supports(run, layer: str | int = "middle") -> list[Path]:
         if kinds != {"sparse"}:
             raise UserError(f"{path}: a plain-LoRA update has no sparse support to compact (kinds: {sorted(kinds)})")
         selection = select_modules(update.modules, layer)
-        tensors = {}
-        for name in selection.modules:
-            module = update.modules[name]
-            mask = np.zeros(module.numel, dtype=bool)
-            mask[module.indices.numpy()] = True
-            tensors[f"{name}.bits"] = torch.from_numpy(np.packbits(mask))
+        tensors = {f"{name}.bits": torch.from_numpy(PackedSupport.of(update.modules[name]).bits)
+                   for name in selection.modules}
         metadata = {
             "task": update.task,
             "layer": selection.description,
