@@ -541,3 +541,25 @@ def test_report_shows_jaccard_at_chance(tmp_path):
     table = next(t for t in build_report([run]).tables if t.name == "sparsity_overlap")
     assert table.columns[7] == "Jaccard at chance"
     assert table.rows[0][7] == f"{stats.mean_jaccard_chance:.3f}"
+
+
+def test_paired_table_differences_seed_by_seed(tmp_path):
+    """JumpLoRA − base on matching seeds only; a seed without its base run is not paired."""
+    roots = [
+        write_run(tmp_path / "i42", method="inclora", seed=42, metrics={"OA": 60.0, "BWT": -10.0, "FWT": 1.0}),
+        write_run(tmp_path / "i43", method="inclora", seed=43, metrics={"OA": 62.0, "BWT": -9.0, "FWT": 0.0}),
+        write_run(tmp_path / "j42", method="jumplora", seed=42, metrics={"OA": 63.0, "BWT": -6.0, "FWT": 0.5}),
+        write_run(tmp_path / "j43", method="jumplora", seed=43, metrics={"OA": 61.0, "BWT": -8.0, "FWT": 1.0}),
+        write_run(tmp_path / "j44", method="jumplora", seed=44, metrics={"OA": 90.0, "BWT": 0.0}),
+        write_run(tmp_path / "e42", method="ella", seed=42, metrics={"OA": 50.0}),
+    ]
+    report = build_report([load_run(root) for root in roots])
+    table = {t.name: t for t in report.tables}["paired"]
+    # OA differences +3, -1 (seed 44 has no IncLoRA run): mean 1, sample std sqrt(8); BWT +4, +1
+    assert table.rows == [[
+        "JumpLoRA + IncLoRA − IncLoRA", "Order 4", "42, 43", f"1.00 ± {math.sqrt(8):.2f}",
+        f"2.50 ± {math.sqrt(4.5):.2f}", f"0.25 ± {math.sqrt(1.125):.2f}", "1 of 2 seeds"]]
+    csv_row = dict(zip(table.csv_columns, table.csv_rows[0]))
+    assert csv_row["n"] == 2 and csv_row["oa_wins"] == 1
+    assert csv_row["delta_OA_mean"] == pytest.approx(1.0)
+    assert "JumpLoRA against its base method" in report.markdown()

@@ -345,6 +345,62 @@ def table_sparsity(groups: list[Group], layer) -> Table:
                  csv_rows, "(no run has update files)")
 
 
+def _base_group(jump: Group, groups: list[Group]) -> Group | None:
+    """The group a JumpLoRA group is compared with: its base method (IncLoRA or ELLA), same order.
+
+    Where the base method has several variants on that order, the one whose label is the JumpLoRA
+    label without "JumpLoRA + " is taken; otherwise the comparison is ambiguous and skipped.
+    """
+    base_method = jump.method.replace("JumpLoRA + ", "", 1)
+    candidates = [g for g in groups if g.method == base_method and g.order == jump.order]
+    if len(candidates) == 1:
+        return candidates[0]
+    named = [g for g in candidates if g.label == jump.label.replace("JumpLoRA + ", "", 1)]
+    return named[0] if len(named) == 1 else None
+
+
+def _difference(run: Run, base: Run, key: str) -> float | None:
+    value, base_value = run.metric(key), base.metric(key)
+    return None if _missing(value) or _missing(base_value) else value - base_value
+
+
+def table_paired(groups: list[Group]) -> Table:
+    columns = ["Comparison", "Order", "Seeds", "Δ OA", "Δ BWT", "Δ FWT", "OA higher in"]
+    csv_columns = ["jumplora", "base", "order", "n"] + [f"delta_{k}_{p}" for k in ("OA", "BWT", "FWT")
+                                                        for p in ("mean", "std")] + ["oa_wins"]
+    rows, csv_rows = [], []
+    for jump in groups:
+        if jump.method not in JUMP_LABELS:
+            continue
+        base = _base_group(jump, groups)
+        if base is None:
+            continue
+        base_by_seed = {r.seed: r for r in base.runs if r.finished and r.seed is not None}
+        pairs = [(r, base_by_seed[r.seed]) for r in jump.runs if r.finished and r.seed in base_by_seed]
+        if not pairs:
+            continue
+        pairs.sort(key=lambda pair: str(pair[0].seed))
+        differences = {key: [_difference(j, b, key) for j, b in pairs] for key in ("OA", "BWT", "FWT")}
+        stats = {key: Stat.of(values) for key, values in differences.items()}
+        wins = sum(d is not None and d > 0 for d in differences["OA"])
+        rows.append([f"{jump.label} − {base.label}", order_label(jump.order),
+                     ", ".join(str(j.seed) for j, _ in pairs)]
+                    + [fmt_stat(stats[k], 2) for k in ("OA", "BWT", "FWT")] + [f"{wins} of {len(pairs)} seeds"])
+        csv_row = [jump.label, base.label, jump.order, len(pairs)]
+        for key in ("OA", "BWT", "FWT"):
+            csv_row += [stats[key].mean, stats[key].std]
+        csv_rows.append(csv_row + [wins])
+    caption = (
+        "Each JumpLoRA variant minus its base method, run by run on the same seed, then the mean ± sample "
+        "standard deviation (ddof = 1) of these differences. Runs of one seed train and test on the same "
+        "examples (the data sample depends on the seed only), so a paired difference removes the part of the "
+        "seed-to-seed spread that comes from which examples were drawn, which moves both runs alike. Finished "
+        "runs whose seed both methods have only."
+    )
+    return Table("paired", "JumpLoRA against its base method, seed by seed", caption, columns, rows,
+                 csv_columns, csv_rows, "(no JumpLoRA run with a base-method run of the same order and seed)")
+
+
 def threshold_movement(run: Run) -> list[tuple[str, float, float]]:
     """Per task of a JumpLoRA run: (task, relative change of τ from S_start to the merge, sparsity).
 
@@ -406,7 +462,8 @@ def build_report(runs: list[Run], layer="middle") -> Report:
             "Unfinished, left out of OA/BWT/FWT: " + ", ".join(f"{r.path} ({r.completed}/{r.n_tasks})" for r in unfinished)
             + "."
         )
-    report.tables = [table1(groups), table2(groups), table3(runs), table_sparsity(groups, layer),
+    report.tables = [table1(groups), table2(groups), table_paired(groups), table3(runs),
+                     table_sparsity(groups, layer),
                      table_thresholds(runs), table_per_order(groups), table_runs(runs)]
     return report
 
