@@ -497,9 +497,9 @@ def test_threshold_movement_from_losses_and_task_records(tmp_path):
     losses.append({"task": "cb", "step": 0, "task_loss": 1.0, "thresholds": {"global": 0.5}})
     (root / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
     (root / "tasks").mkdir()
-    for index, (task, tau, sparsity) in enumerate([("mnli", 0.0102 * 1.05, 0.8), ("cb", 0.02, 0.9)]):
+    for index, (task, tau, task_sparsity) in enumerate([("mnli", 0.0102 * 1.05, 0.8), ("cb", 0.02, 0.9)]):
         (root / "tasks" / f"{index:02d}-{task}.json").write_text(
-            json.dumps({"task": task, "thresholds": {"global": tau}, "sparsity": sparsity}))
+            json.dumps({"task": task, "thresholds": {"global": tau}, "sparsity": task_sparsity}))
     run = load_run(root)
     movement = threshold_movement(run)
     assert [m[0] for m in movement] == ["mnli", "cb"]
