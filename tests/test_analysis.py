@@ -366,7 +366,7 @@ def test_report_command_writes_files_and_leaves_inputs_alone(tmp_path, capsys):
     assert "unfinished" in captured.err and "jumplora report: warning:" in captured.err
     assert sorted(p.name for p in out.iterdir()) == sorted([
         "report.md", "table1_oa.csv", "table2_bwt_fwt.csv", "table3_ablation.csv", "sparsity_overlap.csv",
-        "per_order.csv", "runs.csv", "thresholds.csv"])
+        "per_order.csv", "runs.csv", "thresholds.csv", "paired.csv"])
     assert (out / "report.md").read_text() == captured.out
     per_order = {(r["method"], r["order"]): r for r in _csv(out / "per_order.csv")}
     assert float(per_order[("JumpLoRA + IncLoRA", "4")]["OA_mean"]) == pytest.approx(72.0)
