@@ -111,7 +111,8 @@ def test_block_of():
 @pytest.mark.parametrize("mode", ["global", "local"])
 def test_threshold_initialisation_count_is_exact(setup, mode):
     loaded, targets = setup
-    adapters = inject_adapters(loaded.model, AdapterConfig(target_modules=targets, gated=True, threshold_mode=mode, rank=2))
+    adapters = inject_adapters(loaded.model, AdapterConfig(target_modules=targets, gated=True, threshold_mode=mode, rank=2,
+                                                           threshold_init="midpoint"))
     _randomise(adapters)
     taus = adapters.init_thresholds()
     groups = adapters.groups()
@@ -145,7 +146,7 @@ def test_merge_equals_sparse_adapter_and_removal_restores(setup, gated, tmp_path
     model = loaded.model
     inputs = _inputs(loaded.kind, model.config.vocab_size, seed=1)
     original = {n: p.detach().clone() for n, p in model.state_dict().items()}
-    adapters = inject_adapters(model, AdapterConfig(target_modules=targets, gated=gated, rank=2))
+    adapters = inject_adapters(model, AdapterConfig(target_modules=targets, gated=gated, rank=2, threshold_init="midpoint"))
     budget = sum(layer.lora_A.numel() + layer.lora_B.numel() for layer in adapters.layers.values())
     entries = sum(layer.base.weight.numel() for layer in adapters.layers.values())
     _randomise(adapters, scale=0.05)
@@ -184,6 +185,10 @@ def _logits_with(state, model, inputs):
 def test_schedule_gamma_and_short_tasks():
     schedule = JumpSchedule.for_task(100, 0.2, 0.8)
     assert (schedule.start, schedule.final) == (20, 80)
+    # a fraction becomes a step as the authors' int(): floor by default, round as an option
+    assert (JumpSchedule.for_task(44, 0.2, 0.8).start, JumpSchedule.for_task(44, 0.2, 0.8).final) == (8, 35)
+    rounded = JumpSchedule.for_task(44, 0.2, 0.8, rounding="round")
+    assert (rounded.start, rounded.final) == (9, 35)
     assert schedule.gamma(0) == 0 and schedule.gamma(19) == 0 and schedule.gamma(20) == 0
     assert schedule.gamma(50) == pytest.approx(0.5) and schedule.gamma(80) == 1 and schedule.gamma(99) == 1
     assert schedule.initializes_threshold(20) and not schedule.initializes_threshold(21)

@@ -314,8 +314,11 @@ def test_report_aggregates_seeds_and_groups_by_method_and_order(tmp_path):
     assert csv_row["LS_mean"] == pytest.approx(66.0) and csv_row["LS_orders"] == 2
 
     t2 = {row[0]: row for row in tables["table2_bwt_fwt"].rows}
-    # BWT: order 4 mean -8, order 5 -2 -> -5; FWT: order 4 mean -2, order 5 missing -> -2 over one order
-    assert t2["JumpLoRA + IncLoRA"][1:] == ["-5.00*", "-15.5", "-2.00*", "-13.3"]
+    assert tables["table2_bwt_fwt"].columns == [
+        "Method", "LS BWT", "paper", "LS FWT (§4.2)", "LS FWT (authors' script, as Table 2)", "paper"]
+    # BWT: order 4 mean -8, order 5 -2 -> -5; FWT: order 4 mean -2, order 5 missing -> -2 over one order;
+    # FWT_final: no single run recorded -> missing; the paper's FWT sits next to the script's definition
+    assert t2["JumpLoRA + IncLoRA"][1:] == ["-5.00*", "-15.5", "-2.00*", "—", "-13.3"]
 
     t3 = tables["table3_ablation"]
     assert t3.rows == [["JumpLoRA + IncLoRA", "global", "—", "66.00*", "63.75"]]
@@ -414,7 +417,7 @@ def test_ella_lambda_balances_end_of_task_loss_and_penalty_by_hand(tmp_path, cap
         json.dumps({"task": task, "step": step, "loss": value, "task_loss": value}) + "\n"
         for task, values in losses.items() for step, value in enumerate(values)))
 
-    balances = balance_table(load_run(root), tail=0.4)
+    balances = balance_table(load_run(root), tail=0.4, convention="unscaled-sum")
     # cb: ‖ΔW2 ⊙ ΔW1‖² = 1, CE = mean(1, 1) = 1; wic: ‖ΔW3 ⊙ (ΔW1+ΔW2)‖² = (3·1)² = 9, CE = 13.5
     assert [b.task for b in balances] == ["cb", "wic"]
     assert [b.penalty for b in balances] == pytest.approx([1.0, 9.0])
@@ -422,8 +425,9 @@ def test_ella_lambda_balances_end_of_task_loss_and_penalty_by_hand(tmp_path, cap
     assert [b.balancing_lambda for b in balances] == pytest.approx([1.0, 1.5])
     assert suggested_lambda(balances) == 1  # geometric mean 1.22, one significant figure
 
-    assert main(["ella-lambda", str(root), "--tail", "0.4"]) == 0
-    assert "suggested ella_lambda: 1\n" in capsys.readouterr().out
+    assert main(["ella-lambda", str(root), "--tail", "0.4", "--convention", "unscaled-sum"]) == 0
+    out = capsys.readouterr().out
+    assert "suggested ella_lambda: 1\n" in out and "penalty convention: unscaled-sum" in out
 
 
 def test_ella_lambda_without_updates_is_a_one_line_error(tmp_path, capsys):
@@ -546,9 +550,11 @@ def test_report_shows_jaccard_at_chance(tmp_path):
 def test_paired_table_differences_seed_by_seed(tmp_path):
     """JumpLoRA − base on matching seeds only; a seed without its base run is not paired."""
     roots = [
-        write_run(tmp_path / "i42", method="inclora", seed=42, metrics={"OA": 60.0, "BWT": -10.0, "FWT": 1.0}),
+        write_run(tmp_path / "i42", method="inclora", seed=42, metrics={"OA": 60.0, "BWT": -10.0, "FWT": 1.0,
+                                                                        "FWT_final": -5.0}),
         write_run(tmp_path / "i43", method="inclora", seed=43, metrics={"OA": 62.0, "BWT": -9.0, "FWT": 0.0}),
-        write_run(tmp_path / "j42", method="jumplora", seed=42, metrics={"OA": 63.0, "BWT": -6.0, "FWT": 0.5}),
+        write_run(tmp_path / "j42", method="jumplora", seed=42, metrics={"OA": 63.0, "BWT": -6.0, "FWT": 0.5,
+                                                                         "FWT_final": -2.0}),
         write_run(tmp_path / "j43", method="jumplora", seed=43, metrics={"OA": 61.0, "BWT": -8.0, "FWT": 1.0}),
         write_run(tmp_path / "j44", method="jumplora", seed=44, metrics={"OA": 90.0, "BWT": 0.0}),
         write_run(tmp_path / "e42", method="ella", seed=42, metrics={"OA": 50.0}),
@@ -558,7 +564,7 @@ def test_paired_table_differences_seed_by_seed(tmp_path):
     # OA differences +3, -1 (seed 44 has no IncLoRA run): mean 1, sample std sqrt(8); BWT +4, +1
     assert table.rows == [[
         "JumpLoRA + IncLoRA − IncLoRA", "Order 4", "42, 43", f"1.00 ± {math.sqrt(8):.2f}",
-        f"2.50 ± {math.sqrt(4.5):.2f}", f"0.25 ± {math.sqrt(1.125):.2f}", "1 of 2 seeds"]]
+        f"2.50 ± {math.sqrt(4.5):.2f}", f"0.25 ± {math.sqrt(1.125):.2f}", "3.00", "1 of 2 seeds"]]
     csv_row = dict(zip(table.csv_columns, table.csv_rows[0]))
     assert csv_row["n"] == 2 and csv_row["oa_wins"] == 1
     assert csv_row["delta_OA_mean"] == pytest.approx(1.0)

@@ -86,12 +86,17 @@ def test_protocol_to_dict_and_validation():
     assert protocol.to_dict() == {
         "seed": 3, "test_per_class": 500, "pool_per_class": 1000, "val_fraction": 0.2,
         "train_per_class": 8, "val_per_class": None, "max_input_tokens": None,
+        "split": "protocol", "unlabelled_test": "drop",
     }
     assert DataProtocol.from_dict(protocol.to_dict()) == protocol
     with pytest.raises(ConfigError, match="train_per_class"):
         DataProtocol(train_per_class=-1)
     with pytest.raises(ConfigError, match="val_fraction"):
         DataProtocol(val_fraction=1.0)
+    with pytest.raises(ConfigError, match="split must be one of auto, protocol"):
+        DataProtocol(split="dev")
+    with pytest.raises(ConfigError, match="unlabelled_test must be one of count-wrong, drop"):
+        DataProtocol(unlabelled_test="keep")
 
 
 # --------------------------------------------------------------------------- datasets source

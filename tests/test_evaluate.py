@@ -11,6 +11,7 @@ import dataclasses
 import pytest
 import torch
 
+import jumplora.evaluate as evaluate_module
 from jumplora.data import Example, get_task, label_token_ids, make_eval_batches
 from jumplora.evaluate import (
     EvalResult,
@@ -19,6 +20,7 @@ from jumplora.evaluate import (
     generation_budget,
     label_scores,
     normalize_answer,
+    normalize_authors,
 )
 from jumplora.models import tiny_llama, tiny_t5
 
@@ -230,6 +232,7 @@ def test_accuracy_against_forced_references(loaded):
     other = evaluate_task(loaded.model, loaded.tokenizer, loaded.kind,
                           _batches(loaded, _examples(["Sports"] * n), 2), label_ids)
     assert other.accuracy == 0.0
+    assert other.accuracy_labelled == 0.0 and other.n_labelled == n  # every reference is a label
 
     # one reference wrong, another differing only in case, punctuation and spaces
     refs = list(first.predictions)
@@ -311,3 +314,95 @@ def test_causal_prompts_must_be_left_padded():
         generate_ids(loaded.model, loaded.tokenizer, "causal", right_ids, right_mask, 4)
     with pytest.raises(ValueError, match="LEFT-padded"):
         label_scores(loaded.model, "causal", right_ids, right_mask, _label_ids(loaded))
+
+
+# --------------------------------------------------------------------------------------------
+# the authors' exact match, unlabelled references and the generation budget, on scripted answers
+
+
+def test_normalize_authors():
+    assert normalize_authors("  Science  or\tTechnology\n") == "science or technology"
+    assert normalize_authors("Sports.") != normalize_authors("Sports")
+    assert normalize_authors("ScienceorTechnology") != normalize_authors("Science or Technology")
+    assert normalize_authors("not_entailment") == "not_entailment"
+    assert normalize_authors("-") == "-" and normalize_answer("-") == ""
+
+
+# sentence -> (reference, generated answer, ranked label)
+SCRIPT = {
+    "Stocks rallied.": ("World", "World", "World"),
+    "The cup final.": ("Sports", "Sports.", "Business"),
+    "Unlabelled one.": ("-", "World", "World"),
+    "Unlabelled two.": ("-", "-", "World"),
+    "Budget bill.": ("Business", " business ", "Business"),
+    "Unlabelled three.": ("-", "", "Sports"),
+}
+
+
+@pytest.fixture
+def scripted(monkeypatch):
+    """evaluate_task on a tiny model whose generation and ranking are replaced by SCRIPT."""
+    loaded = tiny_llama(0)
+    tok = loaded.tokenizer
+    budgets = []
+
+    def sentence_of(ids, mask):
+        text = tok.decode(ids[mask.bool()].tolist(), skip_special_tokens=True)
+        return next(s for s in SCRIPT if s in text)
+
+    def fake_generate(model, tokenizer, kind, input_ids, attention_mask, max_new_tokens):
+        budgets.append(max_new_tokens)
+        return [SCRIPT[sentence_of(i, m)][1] for i, m in zip(input_ids, attention_mask)]
+
+    def fake_scores(model, kind, input_ids, attention_mask, label_ids, pad_id=0):
+        scores = torch.zeros(len(input_ids), len(TASK.labels))
+        for row, (i, m) in enumerate(zip(input_ids, attention_mask)):
+            scores[row, TASK.labels.index(SCRIPT[sentence_of(i, m)][2])] = 1.0
+        return scores
+
+    monkeypatch.setattr(evaluate_module, "generate_answers", fake_generate)
+    monkeypatch.setattr(evaluate_module, "label_scores", fake_scores)
+    examples = [Example(sentence, ref) for sentence, (ref, _, _) in SCRIPT.items()]
+    batches = make_eval_batches(examples, TASK, tok, "causal", 2, prompt_style="authors")
+    label_ids = label_token_ids(TASK, tok, "causal")
+
+    def run(**kwargs):
+        return evaluate_task(loaded.model, tok, "causal", batches, label_ids, labels=TASK.labels,
+                             **kwargs)
+
+    return run, budgets, label_ids
+
+
+def test_unlabelled_references_and_authors_match(scripted):
+    run, _, _ = scripted
+    authors = run(mode="both", answer_match="authors")
+    # hits: "World"; "-" produced literally; " business " (case and spaces); not "Sports."
+    assert authors.n == 6 and authors.n_labelled == 3
+    assert authors.accuracy == pytest.approx(100 * 3 / 6)
+    assert authors.accuracy_labelled == pytest.approx(100 * 2 / 3)
+    # ranking never hits an unlabelled reference
+    assert authors.accuracy_rank == pytest.approx(100 * 2 / 6)
+    assert authors.accuracy_rank_labelled == pytest.approx(100 * 2 / 3)
+    assert authors.references == [ref for ref, _, _ in SCRIPT.values()]
+    assert authors.predictions == [answer for _, answer, _ in SCRIPT.values()]
+    assert authors.to_dict()["accuracy_labelled"] == authors.accuracy_labelled
+    # no-punct: "Sports." hits; "-" normalises to nothing and never matches (not even "")
+    legacy = run(mode="generate", answer_match="no-punct")
+    assert legacy.accuracy == pytest.approx(100 * 3 / 6)
+    assert legacy.accuracy_labelled == 100.0 and legacy.n_labelled == 3
+    rank = run(mode="rank", answer_match="authors")
+    assert rank.accuracy == authors.accuracy_rank and rank.accuracy_labelled == pytest.approx(
+        100 * 2 / 3)
+    with pytest.raises(ValueError, match="answer_match"):
+        run(answer_match="exact")
+
+
+def test_generation_budget_option(scripted):
+    run, budgets, label_ids = scripted
+    run(max_new_tokens=8)
+    assert set(budgets) == {8}
+    budgets.clear()
+    run()
+    assert set(budgets) == {generation_budget(label_ids)} and generation_budget(label_ids) != 8
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        run(max_new_tokens=0)

@@ -11,6 +11,7 @@ from jumplora.metrics import (
     compute_metrics,
     forgetting,
     forward_transfer,
+    forward_transfer_final,
     overall_accuracy,
     round_metrics,
 )
@@ -48,6 +49,30 @@ def test_3x3_by_hand():
     assert forgetting(M3) == [pytest.approx(20.0), pytest.approx(5.0), None]
 
 
+def test_fwt_two_definitions_on_3x3_by_hand():
+    """§4.2's FWT uses the diagonal a[i][i]; the authors' script (and Table 2) the final row a[T-1][i]."""
+    # §4.2: ((80 − 82) + (90 − 88) + (75 − 80)) / 3 = −5/3
+    assert forward_transfer(M3, SINGLE3) == pytest.approx(-5 / 3)
+    # script: ((60 − 82) + (85 − 88) + (75 − 80)) / 3 = (−22 − 3 − 5) / 3 = −10
+    assert forward_transfer_final(M3, SINGLE3) == pytest.approx(-10.0)
+    # = OA − mean single-task accuracy = 220/3 − 250/3
+    assert forward_transfer_final(M3, SINGLE3) == pytest.approx(overall_accuracy(M3) - sum(SINGLE3) / 3)
+    by_name = dict(zip(["a", "b", "c"], SINGLE3))
+    assert forward_transfer_final(M3, by_name, ["a", "b", "c"]) == pytest.approx(-10.0)
+    metrics = compute_metrics(M3, ["a", "b", "c"], by_name)
+    assert metrics["FWT"] == pytest.approx(-5 / 3) and metrics["FWT_final"] == pytest.approx(-10.0)
+    assert type(metrics["FWT_final"]) is float
+    # the script's FWT does not read the diagonal, §4.2's does not read the final row's earlier cells
+    a = np.array(M3)
+    a[1, 1] = NAN
+    assert forward_transfer_final(a, SINGLE3) == pytest.approx(-10.0)
+    a = np.array(M3)
+    a[2, 0] = NAN
+    assert forward_transfer(a, SINGLE3) == pytest.approx(-5 / 3)
+    with pytest.raises(ValueError, match=r"FWT_final.*a\[2\]\[0\]"):
+        forward_transfer_final(a, SINGLE3)
+
+
 def test_4x4_by_hand():
     a = np.array(M4)
     # OA = (40 + 68 + 58 + 90) / 4 = 256 / 4 = 64
@@ -62,10 +87,12 @@ def test_4x4_by_hand():
     assert forgetting(a) == [pytest.approx(15.0), pytest.approx(2.0), pytest.approx(2.0), None]
 
     metrics = compute_metrics(M4, TASKS4, SINGLE4)
-    assert set(metrics) == {"OA", "BWT", "FWT", "forgetting"}
+    assert set(metrics) == {"OA", "BWT", "FWT", "FWT_final", "forgetting"}
     assert metrics["OA"] == pytest.approx(64.0)
     assert metrics["BWT"] == pytest.approx(-14 / 3)
     assert metrics["FWT"] == pytest.approx(-0.25)
+    # FWT_final = ((40 − 52) + (68 − 69) + (58 − 65) + (90 − 85)) / 4 = (−12 − 1 − 7 + 5) / 4 = −15/4
+    assert metrics["FWT_final"] == pytest.approx(-3.75)
     assert list(metrics["forgetting"]) == TASKS4
     assert metrics["forgetting"]["dbpedia"] == pytest.approx(15.0)
     assert metrics["forgetting"]["agnews"] is None
@@ -90,7 +117,8 @@ def test_single_task():
     assert forgetting(m) == [None]
     assert forward_transfer(m, [70.0]) == pytest.approx(2.5)
     metrics = compute_metrics(m, ["sst2"])
-    assert metrics == {"OA": 72.5, "BWT": None, "FWT": None, "forgetting": {"sst2": None}}
+    assert metrics == {"OA": 72.5, "BWT": None, "FWT": None, "FWT_final": None, "forgetting": {"sst2": None}}
+    assert compute_metrics(m, ["sst2"], [70.0])["FWT_final"] == pytest.approx(2.5)  # T = 1: both are a − a0
 
 
 def test_missing_single_results_give_no_fwt():
@@ -101,6 +129,9 @@ def test_missing_single_results_give_no_fwt():
     assert forward_transfer(M4, partial, TASKS4) is None
     assert compute_metrics(M4, TASKS4, partial)["FWT"] is None
     assert compute_metrics(M4, TASKS4)["FWT"] is None
+    assert forward_transfer_final(M3, [82.0, None, 80.0]) is None
+    assert compute_metrics(M4, TASKS4, partial)["FWT_final"] is None
+    assert compute_metrics(M4, TASKS4)["FWT_final"] is None
     with pytest.raises(ValueError, match="task names"):
         forward_transfer(M4, SINGLE4)  # a dict needs the task names
     with pytest.raises(ValueError, match="single-task"):

@@ -246,13 +246,15 @@ def test_ella_lambdas_follow_table_7():
 
 
 def test_ella_penalty_switches_to_the_sparse_update(tmp_path):
-    """Algorithm 1 line 16: ΔW before S_start, ΔW_jump after (or ΔW_interp with --ella-penalty interp)."""
+    """Algorithm 1 line 16: ΔW before S_start, ΔW_jump after (or ΔW_interp with --ella-penalty interp);
+    the legacy convention (unscaled, summed, through the JumpReLU pseudo-gradient)."""
     from jumplora.injection import AdapterConfig, inject_adapters
     from jumplora.methods.base import TaskContext
 
     loaded = tiny_llama(seed=0)
     for penalty in ("sparse", "interp"):
-        config = tiny_config(tmp_path, "jumplora+ella", ella_penalty=penalty, ella_lambda="2.0")
+        config = tiny_config(tmp_path, "jumplora+ella", ella_penalty=penalty, ella_lambda="2.0",
+                             ella_scale="unscaled-sum", ella_threshold_grad=True)
         method = build_method(config)
         adapters = inject_adapters(loaded.model, AdapterConfig(target_modules=("q_proj", "v_proj"), gated=True))
         with torch.no_grad():

@@ -13,6 +13,10 @@ Modes (`mode`):
 Whenever the update is mathematically dense (plain LoRA, or γ = 0) the forward takes the
 low-rank path x·Aᵀ·Bᵀ and never materialises ΔW. Otherwise the element-wise gate needs the full
 ΔW, and the forward folds it into one matmul with x·(W + β·ΔW_interp)ᵀ rather than two.
+
+LoRA dropout (`dropout`, PEFT's `lora_dropout`) acts on the input of the low-rank path only and
+only in training: h = x·Wᵀ + β·drop(x)·ΔWᵀ. The authors' PEFT baselines use 0.1, their JumpLoRA
+layer none; with dropout a gated forward cannot fold and takes two matmuls.
 """
 
 from __future__ import annotations
@@ -24,6 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from jumplora.gate import DEFAULT_BANDWIDTH, Threshold, symmetric_jumprelu
+
+# what a loss term may ask `current_update` for
+UPDATES = ("dense", "jump", "interp")
 
 MODES = ("lora", "jump")
 
@@ -39,6 +46,8 @@ class LoRALinear(nn.Module):
         mode: str = "lora",
         threshold: Threshold | None = None,
         bandwidth: float = DEFAULT_BANDWIDTH,
+        threshold_grad: str = "authors",
+        dropout: float = 0.0,
     ):
         super().__init__()
         if mode not in MODES:
@@ -53,6 +62,10 @@ class LoRALinear(nn.Module):
         self.scale = alpha / rank  # β
         self.mode = mode
         self.bandwidth = bandwidth
+        self.threshold_grad = threshold_grad
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must lie in [0, 1), got {dropout}")
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.gamma = 0.0
         # a shared module: every layer of a threshold group holds the same instance
         self.threshold = threshold
@@ -93,7 +106,11 @@ class LoRALinear(nn.Module):
 
     def jump(self, delta: torch.Tensor) -> torch.Tensor:
         """ΔW_jump = ΔW ⊙ H(|ΔW| − τ) with the JumpReLU pseudo-gradients."""
-        return symmetric_jumprelu(delta, self.threshold.value, self.bandwidth)
+        return symmetric_jumprelu(delta, self.threshold.value, self.bandwidth, self.threshold_grad)
+
+    def hard_jump(self, delta: torch.Tensor) -> torch.Tensor:
+        """ΔW ⊙ H(|ΔW| − τ) as a plain comparison: gradient to ΔW through the kept entries, none to τ."""
+        return delta * (delta.abs() > self.threshold.value.detach())
 
     def interpolate(self, delta: torch.Tensor, jump: torch.Tensor) -> torch.Tensor:
         """ΔW_interp = γ·ΔW_jump + (1 − γ)·ΔW (eq. 3)."""
@@ -104,33 +121,37 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.gated:
             self._last_delta = self._last_jump = None
-            lora = F.linear(F.linear(x, self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
+            lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
             return self.base(x) + self.scale * lora
         delta = self.delta()
         jump = self.jump(delta)
         self._last_delta, self._last_jump = delta, jump
+        if self.training and isinstance(self.dropout, nn.Dropout):
+            return self.base(x) + self.scale * F.linear(self.dropout(x), self.interpolate(delta, jump).to(x.dtype))
         with torch.autocast(device_type=delta.device.type, enabled=False):
             weight = self.base.weight + (self.scale * self.interpolate(delta, jump)).to(self.base.weight.dtype)
         # under autocast F.linear casts the folded weight itself
         return F.linear(x, weight, self.base.bias)
 
-    def current_update(self, which: str) -> torch.Tensor:
+    def current_update(self, which: str, threshold_grad: bool = True) -> torch.Tensor:
         """The update of this step for loss terms: ``"dense"`` (ΔW), ``"jump"`` or ``"interp"``.
 
-        Reuses what the forward pass computed this step when it can, so a penalty costs no second
-        materialisation of ΔW.
+        `threshold_grad` False masks with a hard comparison (as the authors' ELLA penalty does): the
+        term then sends τ no gradient. Reuses what the forward pass computed this step when it can,
+        so a penalty costs no second materialisation of ΔW.
         """
+        if which not in UPDATES:
+            raise ValueError(f"unknown update {which!r}; expected one of {', '.join(UPDATES)}")
         delta = self._last_delta if self._last_delta is not None else self.delta()
         if which == "dense":
             return delta
         if self.mode != "jump":
             raise ValueError(f"a plain LoRA adapter has no {which!r} update")
-        jump = self._last_jump if self._last_jump is not None else self.jump(delta)
-        if which == "jump":
-            return jump
-        if which == "interp":
-            return self.interpolate(delta, jump)
-        raise ValueError(f"unknown update {which!r}; expected dense, jump or interp")
+        if threshold_grad:
+            jump = self._last_jump if self._last_jump is not None else self.jump(delta)
+        else:
+            jump = self.hard_jump(delta)
+        return jump if which == "jump" else self.interpolate(delta, jump)
 
     @torch.no_grad()
     def final_update(self) -> torch.Tensor:

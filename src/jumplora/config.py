@@ -39,22 +39,54 @@ class RunConfig:
     train_per_class: int | None = _opt(None, "cap on training examples per class after the 80/20 split")
     val_per_class: int | None = _opt(None, "cap on validation examples per class")
     test_per_class: int = _opt(500, "test examples per class (paper: 500)")
-    max_input_tokens: int | None = _opt(None, "truncate each input's sentence so the prompt fits this many tokens")
-    prompt_header: bool = _opt(True, "start prompts with the Task:/Dataset: header")
+    split: str = _opt("auto", "auto: a task folder with dev.json is used as given (train/dev/test files, no "
+                      "resampling; the caps above still cut them, stratified and seeded), else the paper's "
+                      "protocol; protocol: always resample train+validation from train.json",
+                      choices=("auto", "protocol"))
+    unlabelled_test: str = _opt("count-wrong", "test records whose label is outside the label set (MNLI's 131 "
+                                "'-'): count them as wrong, as the authors' evaluation does, or drop them; "
+                                "accuracy on the labelled records is reported as well",
+                                choices=("count-wrong", "drop"))
+    max_input_tokens: int | None = _opt(512, "prompt length cap in tokens (authors: 512 source tokens)")
+    max_target_tokens: int | None = _opt(8, "target length cap in tokens, EOS included (authors: 8)")
+    prompt_style: str = _opt("authors", "authors: 'Task Instruction: ...\\nOptions: a | b\\nText: ...\\nAnswer:', "
+                             "no task identity, prompt cut at its end; olora: O-LoRA's 'Option: a, b' prompt, "
+                             "cut inside the sentence", choices=("authors", "olora"))
+    prompt_header: bool = _opt(False, "olora prompts only: start with the Task:/Dataset: header naming the task")
+    batching: str = _opt("random", "random: each optimiser step takes a uniformly shuffled batch (the authors' "
+                         "Trainer), sorted by length into micro-batches; length: batches of similar length "
+                         "(less padding, steps correlated by length)", choices=("random", "length"))
     # adapter and JumpLoRA
     rank: int = _opt(8, "LoRA rank r")
     alpha: float = _opt(32.0, "LoRA alpha; the update is scaled by alpha/rank")
-    threshold: str = _opt("global", "JumpLoRA threshold: one per model (global) or per transformer block (local)",
-                          choices=("global", "local"))
+    lora_dropout: float | None = _opt(None, "dropout on the input of the low-rank path, training only; unset: "
+                                      "the authors' per method (0.1 for plain LoRA, 0 for JumpLoRA)")
+    threshold: str = _opt("global", "JumpLoRA threshold: one per model (global) or per transformer block (local); "
+                          "table1: the configuration of the paper's Table 1 for the method and benchmark",
+                          choices=("global", "local", "table1"))
     bandwidth: float = _opt(0.001, "JumpReLU kernel bandwidth epsilon")
+    threshold_grad: str = _opt("authors", "threshold pseudo-gradient: authors (eq. 5 literally, two one-sided "
+                               "kernels, mean over each matrix's entries) or abs-sum (one kernel on |dW|, summed)",
+                               choices=("authors", "abs-sum"))
+    threshold_init: str = _opt("authors", "tau at S_start: authors (kthvalue: the (k+1)-th smallest |dW| for a "
+                               "global threshold, the k-th per block) or midpoint (halfway between neighbours)",
+                               choices=("authors", "midpoint"))
     s_start: float = _opt(0.2, "first interpolation step S_start: a fraction (<=1.0, float) of the task's "
                           "optimiser steps, or an absolute step (int)")
     s_final: float = _opt(0.8, "final interpolation step S_final, as S_start")
+    schedule_rounding: str = _opt("floor", "fraction -> step: floor (the authors' int()) or round",
+                                  choices=("floor", "round"))
     # method options
     ella_lambda: str = _opt("paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), one number, "
                             "or a comma-separated list with one value per task")
-    ella_penalty: str = _opt("sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1) or the "
-                             "interpolated one (paper section 4.6)", choices=("sparse", "interp"))
+    ella_penalty: str = _opt("sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1, Table 1) or "
+                             "the interpolated one (paper section 4.6)", choices=("sparse", "interp"))
+    ella_scale: str = _opt("authors", "ELLA convention: authors (penalise beta*dW against W_past of scaled "
+                           "updates, divided by the number of matrices with a past; Table 7's lambda) or "
+                           "unscaled-sum (dW and W_past unscaled, summed over matrices)",
+                           choices=("authors", "unscaled-sum"))
+    ella_threshold_grad: bool = _opt(False, "let the ELLA penalty push tau through the JumpReLU pseudo-gradient "
+                                     "(authors: no, their mask is a hard comparison)")
     ewc_lambda: float = _opt(5000.0, "EWC penalty strength")
     ewc_fisher_batches: int = _opt(16, "training micro-batches used to estimate EWC's Fisher after each task")
     olora_lambda: float = _opt(0.5, "O-LoRA orthogonality weight lambda_1")
@@ -68,6 +100,10 @@ class RunConfig:
     micro_batch_size: int = _opt(8, "examples per forward pass; gradient accumulation reaches batch_size")
     epochs: int = _opt(1, "epochs per task (paper: 1)")
     max_steps_per_task: int | None = _opt(None, "stop each task after this many optimiser steps (debugging)")
+    max_grad_norm: float = _opt(1.0, "clip the gradient norm of A, B and tau before each step (Hugging Face "
+                                "Trainer default, as the authors train); 0 disables")
+    loss_mean: str = _opt("step", "task loss averaged over the target tokens of the whole optimiser step (as one "
+                          "batch of batch_size, the authors') or per micro-batch", choices=("step", "micro-batch"))
     precision: str = _opt("bf16", "mixed precision for training and evaluation: bf16 autocast (also on CPU), "
                           "fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
     # evaluation
@@ -76,6 +112,9 @@ class RunConfig:
     eval_scope: str = _opt("seen", "after each task evaluate the tasks learned so far, or every task of the "
                            "order", choices=("seen", "all"))
     eval_batch_size: int = _opt(32, "examples per evaluation batch")
+    max_new_tokens: int | None = _opt(8, "greedy generation budget (authors: 8); unset: the longest label + EOS")
+    answer_match: str = _opt("authors", "exact match after lower-casing and collapsing whitespace (authors), or "
+                             "also removing punctuation (no-punct)", choices=("authors", "no-punct"))
     single_dir: str | None = _opt(None, "a finished 'single' run for FWT; else one with the same model, scale "
                                   "and seed is looked for next to the output directory")
     # output
@@ -87,7 +126,7 @@ class RunConfig:
         from jumplora.methods import parse_method
 
         parse_method(self.method)  # unknown names fail here, before any work
-        for name in ("threshold", "ella_penalty", "precision", "eval_mode", "eval_scope", "log"):
+        for name in [f.name for f in dataclasses.fields(self) if "choices" in f.metadata]:
             choices = self.field_meta(name).get("choices")
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
@@ -99,6 +138,8 @@ class RunConfig:
             value = getattr(self, name)
             if isinstance(value, float) and value.is_integer() and value > 1:
                 setattr(self, name, int(value))  # 50.0 from YAML means step 50
+        if self.threshold == "table1":
+            self.threshold = table1_threshold(self.method, self.order)
 
     # derived -----------------------------------------------------------------------------------
     @property
@@ -163,6 +204,46 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of option: value, got {type(values).__name__}")
     return values
+
+
+def table1_threshold(method: str, order: str) -> str:
+    """The threshold of the paper's Table 1, which reports each benchmark's best configuration of Table 3:
+    JumpLoRA+IncLoRA local on Standard CL (orders 1-3), global on Long Sequence (4-6); JumpLoRA+ELLA
+    global on SC, local on LS. Other methods and custom orders: global (the authors' code default)."""
+    base = method.lower().split("+")[-1]
+    benchmark = {"1": "SC", "2": "SC", "3": "SC", "4": "LS", "5": "LS", "6": "LS"}.get(str(order))
+    table = {("inclora", "SC"): "local", ("inclora", "LS"): "global",
+             ("jumplora", "SC"): "local", ("jumplora", "LS"): "global",
+             ("ella", "SC"): "global", ("ella", "LS"): "local"}
+    return table.get((base, benchmark), "global")
+
+
+# The values a run directory written before an option existed was run with. A saved config.yaml that
+# lacks a key is read with these (not today's defaults), so old runs resume, compare and report as run.
+LEGACY_VALUES: dict[str, Any] = {
+    "split": "protocol",
+    "unlabelled_test": "drop",
+    "max_input_tokens": None,
+    "max_target_tokens": None,
+    "prompt_style": "olora",
+    "prompt_header": True,
+    "batching": "length",
+    "lora_dropout": 0.0,
+    "threshold_grad": "abs-sum",
+    "threshold_init": "midpoint",
+    "schedule_rounding": "round",
+    "ella_scale": "unscaled-sum",
+    "ella_threshold_grad": True,
+    "max_grad_norm": 0.0,
+    "loss_mean": "micro-batch",
+    "max_new_tokens": None,
+    "answer_match": "no-punct",
+}
+
+
+def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration completed with LEGACY_VALUES for the keys it lacks."""
+    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in saved}, **saved}
 
 
 # options that change results: a run directory refuses to continue under different values

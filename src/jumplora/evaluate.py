@@ -6,13 +6,21 @@ label words in ``references``, the examples' positions in ``index``) and on the 
 `jumplora.data.label_token_ids` (each label's target tokens + EOS, as the model sees them after the
 prompt).
 
-- ``"generate"``: greedy decoding (no sampling, one beam, KV cache) of at most
-  `generation_budget(label_ids)` new tokens, stopping at EOS; the new tokens are decoded and
-  compared with the reference after `normalize_answer` (exact match).
+- ``"generate"``: greedy decoding (no sampling, one beam, KV cache) of at most `max_new_tokens`
+  new tokens (the authors: 8; None: `generation_budget(label_ids)`), stopping at EOS; the new
+  tokens are decoded and compared with the reference after normalisation (exact match):
+  `answer_match="authors"` lower-cases and collapses white space (`normalize_authors`, the
+  authors' ``" ".join(x.strip().lower().split())``), ``"no-punct"`` also removes punctuation and
+  all white space (`normalize_answer`).
 - ``"rank"``: every label's tokens (+ EOS) are scored by their summed log-probability given the
   prompt; the best-scoring label is the prediction.
 - ``"both"``: the two; `EvalResult.accuracy` is the generation accuracy and
   `EvalResult.accuracy_rank` the ranking one.
+
+A reference outside the label set (MNLI's unlabelled "-", kept by the data layer with
+``unlabelled_test="count-wrong"``) counts in `accuracy`: generation hits it only by producing it
+literally (never when it normalises to nothing), ranking never. `accuracy_labelled` is the
+accuracy over the references in the label set only.
 """
 
 from __future__ import annotations
@@ -27,6 +35,13 @@ import torch
 
 MODES = ("generate", "rank", "both")
 KINDS = ("seq2seq", "causal")
+ANSWER_MATCH = ("authors", "no-punct")
+
+
+def normalize_authors(text: str) -> str:
+    """The authors' exact-match form: stripped, lower-cased, runs of white space made one space.
+    Punctuation stays: "Sports." does not match "Sports"."""
+    return " ".join(str(text).strip().lower().split())
 
 
 def normalize_answer(text: str) -> str:
@@ -41,6 +56,13 @@ def normalize_answer(text: str) -> str:
         ch for ch in str(text).lower()
         if not ch.isspace() and not unicodedata.category(ch).startswith("P")
     )
+
+
+def answer_normalizer(answer_match: str):
+    """The normalisation function of `answer_match` ("authors" or "no-punct")."""
+    if answer_match not in ANSWER_MATCH:
+        raise ValueError(f"unknown answer_match {answer_match!r}; expected one of {ANSWER_MATCH}")
+    return normalize_authors if answer_match == "authors" else normalize_answer
 
 
 def generation_budget(label_ids: Sequence[Sequence[int]]) -> int:
@@ -58,7 +80,10 @@ class EvalResult:
     """One task's evaluation. Accuracies are in percent; lists follow the original example order.
 
     `accuracy` is the generation accuracy for modes "generate" and "both" and the ranking one for
-    mode "rank"; `accuracy_rank` / `predictions_rank` are set whenever ranking ran ("rank", "both").
+    mode "rank", over all `n` examples; `accuracy_rank` / `predictions_rank` are set whenever
+    ranking ran ("rank", "both"). `accuracy_labelled` / `accuracy_rank_labelled` are the same over
+    the `n_labelled` examples whose reference is in the label set (None when there are none); they
+    equal the plain ones when every reference is labelled.
     """
 
     accuracy: float
@@ -68,6 +93,9 @@ class EvalResult:
     mode: str = "generate"
     accuracy_rank: float | None = None
     predictions_rank: list[str] | None = None
+    accuracy_labelled: float | None = None
+    n_labelled: int | None = None
+    accuracy_rank_labelled: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -307,18 +335,22 @@ def evaluate_task(
     device=None,
     autocast=None,
     labels: Sequence[str] | None = None,
+    *,
+    max_new_tokens: int | None = None,
+    answer_match: str = "no-punct",
 ) -> EvalResult:
     """Accuracy (percent) of `model` on the prompt `batches` of one task.
 
     `label_ids` are the task's label token ids (+ EOS), in the order of `labels` (the label words);
-    without `labels` the words are decoded from `label_ids` and stripped (only rank mode needs
-    them: the best label's word is the prediction, compared with the reference after
-    `normalize_answer`). `device` defaults to the model's; `autocast` is an optional context
-    manager (or a callable returning one, such as `accelerator.autocast`) entered around the whole
-    evaluation. The model runs in eval mode under `torch.no_grad()` (not inference mode, whose
-    tensors could leak into later training through module caches); its training flag is restored
-    afterwards. Predictions and references come back sorted by `index`, i.e. in the original
-    example order.
+    without `labels` the words are decoded from `label_ids` and stripped (rank mode predicts the
+    best label's word; both modes tell labelled references from unlabelled ones by them). Answers
+    and references are compared after the normalisation of `answer_match` (module docstring);
+    `max_new_tokens` is the generation budget (None: `generation_budget`). `device` defaults to the
+    model's; `autocast` is an optional context manager (or a callable returning one, such as
+    `accelerator.autocast`) entered around the whole evaluation. The model runs in eval mode under
+    `torch.no_grad()` (not inference mode, whose tensors could leak into later training through
+    module caches); its training flag is restored afterwards. Predictions and references come back
+    sorted by `index`, i.e. in the original example order.
     """
     _check_kind(kind)
     if mode not in MODES:
@@ -334,15 +366,20 @@ def evaluate_task(
     labels = list(labels)
     if len(labels) != len(label_ids):
         raise ValueError(f"{len(labels)} label words for {len(label_ids)} label token lists")
-    normalized_labels = [normalize_answer(label) for label in labels]
+    norm = answer_normalizer(answer_match)
+    normalized_labels = [norm(label) for label in labels]
+    label_set = {label for label in normalized_labels if label}
     device = torch.device(device) if device is not None else _model_device(model)
     generate, rank = mode in ("generate", "both"), mode in ("rank", "both")
-    budget = generation_budget(label_ids) if generate else 0
+    if max_new_tokens is not None and (isinstance(max_new_tokens, bool)
+                                       or not isinstance(max_new_tokens, int) or max_new_tokens < 1):
+        raise ValueError(f"max_new_tokens must be a positive integer or None, got {max_new_tokens!r}")
+    budget = (max_new_tokens or generation_budget(label_ids)) if generate else 0
 
     generated: dict[int, str] = {}
     ranked: dict[int, str] = {}
     references: dict[int, str] = {}
-    hits_gen = hits_rank = 0
+    hits_gen = hits_rank = hits_gen_labelled = hits_rank_labelled = n_labelled = 0
 
     was_training = model.training
     model.eval()
@@ -362,27 +399,39 @@ def evaluate_task(
                     if i in references:
                         raise ValueError(f"evaluation batches repeat example index {i}")
                     references[i] = ref
+                keys = [norm(ref) for ref in refs]
+                labelled = [key in label_set for key in keys]
+                n_labelled += sum(labelled)
                 if generate:
                     answers = generate_answers(model, tokenizer, kind, input_ids, attention_mask,
                                                budget)
-                    for i, ref, answer in zip(index, refs, answers):
+                    for i, key, known, answer in zip(index, keys, labelled, answers):
                         generated[i] = answer
-                        hits_gen += normalize_answer(answer) == normalize_answer(ref)
+                        hit = bool(key) and norm(answer) == key
+                        hits_gen += hit
+                        hits_gen_labelled += hit and known
                 if rank:
                     scores = label_scores(model, kind, input_ids, attention_mask, label_ids,
                                           pad_id=pad_id)
                     best = scores.argmax(dim=-1).tolist()
-                    for i, ref, b in zip(index, refs, best):
+                    for i, key, known, b in zip(index, keys, labelled, best):
                         ranked[i] = labels[b]
-                        hits_rank += normalized_labels[b] == normalize_answer(ref)
+                        hit = known and normalized_labels[b] == key
+                        hits_rank += hit
+                        hits_rank_labelled += hit
     finally:
         model.train(was_training)
 
     n = len(references)
     if n == 0:
         raise ValueError("evaluation: no examples (the batches are empty)")
-    accuracy_gen = 100.0 * hits_gen / n if generate else None
-    accuracy_rank = 100.0 * hits_rank / n if rank else None
+    def percent(hits, total):
+        return 100.0 * hits / total if total else None
+
+    accuracy_gen = percent(hits_gen, n) if generate else None
+    accuracy_rank = percent(hits_rank, n) if rank else None
+    gen_labelled = percent(hits_gen_labelled, n_labelled) if generate else None
+    rank_labelled = percent(hits_rank_labelled, n_labelled) if rank else None
     return EvalResult(
         accuracy=accuracy_gen if generate else accuracy_rank,
         n=n,
@@ -391,4 +440,7 @@ def evaluate_task(
         mode=mode,
         accuracy_rank=accuracy_rank,
         predictions_rank=_in_order(ranked) if rank else None,
+        accuracy_labelled=gen_labelled if generate else rank_labelled,
+        n_labelled=n_labelled,
+        accuracy_rank_labelled=rank_labelled,
     )

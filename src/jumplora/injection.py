@@ -23,6 +23,8 @@ from jumplora.models import find_target_linears
 from jumplora.updates import ModuleUpdate, TaskUpdate
 
 THRESHOLD_MODES = ("global", "local")
+THRESHOLD_INITS = ("authors", "midpoint")
+AUTHORS_MIN_THRESHOLD = 1e-12  # the authors clamp τ at S_start to this before taking its log
 
 
 @dataclass(frozen=True)
@@ -35,8 +37,13 @@ class AdapterConfig:
     gated: bool = False  # True: JumpLoRA; False: plain LoRA
     threshold_mode: str = "global"  # one τ for the model, or one per transformer block
     bandwidth: float = DEFAULT_BANDWIDTH
+    threshold_grad: str = "authors"  # the threshold's pseudo-gradient form (gate.py)
+    threshold_init: str = "authors"  # how τ is set at S_start (AdapterSet.init_thresholds)
+    dropout: float = 0.0  # LoRA dropout on the low-rank path's input, training only
 
     def __post_init__(self):
+        if self.threshold_init not in THRESHOLD_INITS:
+            raise ValueError(f"unknown threshold init {self.threshold_init!r}; expected one of {THRESHOLD_INITS}")
         if self.threshold_mode not in THRESHOLD_MODES:
             raise ValueError(f"unknown threshold mode {self.threshold_mode!r}; expected one of {THRESHOLD_MODES}")
         if self.rank < 1:
@@ -95,16 +102,24 @@ class AdapterSet:
 
     @torch.no_grad()
     def init_thresholds(self) -> dict[str, float]:
-        """Set each group's τ so that #(|ΔW| > τ) over the group = #params of its A and B.
+        """Set each group's τ so that #(|ΔW| > τ) over the group ≈ #params of its A and B (= k).
 
-        τ is put halfway between the k-th and (k+1)-th largest magnitudes, so the count is exact
-        up to ties. A group whose matrices have no more entries than k keeps every entry.
+        ``threshold_init="authors"`` (their code): τ is an order statistic of the N magnitudes,
+        the (N−k+1)-th smallest for a global threshold (k − 1 entries stay above it) and the
+        (N−k)-th smallest per block (k stay), clamped at 1e-12.
+        ``"midpoint"``: τ halfway between the k-th and (k+1)-th largest magnitudes, so exactly k
+        stay up to ties; a group with no more entries than k keeps every entry.
         """
         values = {}
         for group, layers in self.groups().items():
             budget = sum(layer.lora_A.numel() + layer.lora_B.numel() for layer in layers)
             magnitudes = torch.cat([layer.delta().abs().flatten() for layer in layers])
-            if budget >= magnitudes.numel():
+            if self.config.threshold_init == "authors":
+                below = magnitudes.numel() - budget  # entries to zero
+                rank = below + 1 if self.config.threshold_mode == "global" else below
+                rank = min(max(rank, 1), magnitudes.numel())
+                tau = torch.kthvalue(magnitudes, rank).values.clamp_min(AUTHORS_MIN_THRESHOLD)
+            elif budget >= magnitudes.numel():
                 smallest = magnitudes.min().item()
                 tau = max(smallest / 2, MIN_THRESHOLD)
             else:
@@ -112,7 +127,7 @@ class AdapterSet:
                 tau = 0.5 * (top[budget - 1].item() + top[budget].item())
                 tau = max(tau, MIN_THRESHOLD)  # fewer than k non-zero entries: keep the non-zeros
             layers[0].threshold.set_(tau)
-            values[group] = tau
+            values[group] = float(tau)
         return values
 
     @torch.no_grad()
@@ -174,7 +189,8 @@ def inject_adapters(model: nn.Module, config: AdapterConfig) -> AdapterSet:
             threshold = thresholds[group]
         layer = LoRALinear(
             base, rank=config.rank, alpha=config.alpha, mode="jump" if config.gated else "lora",
-            threshold=threshold, bandwidth=config.bandwidth,
+            threshold=threshold, bandwidth=config.bandwidth, threshold_grad=config.threshold_grad,
+            dropout=config.dropout,
         )
         _set_submodule(model, name, layer)
         layers[name] = layer

@@ -9,6 +9,11 @@ used. With T tasks and the paper's 1-based indices mapped to 0-based rows:
 - BWT = 1/(T-1) · Σ_{i<T-1} (a[T-1][i] − a[i][i])   (Ke and Liu, 2022); undefined for T = 1
 - FWT = 1/T · Σ_i (a[i][i] − a0[i])                 (Lopez-Paz and Ranzato, 2017), a0[i] the
   accuracy of task i trained alone
+- FWT_final = 1/T · Σ_i (a[T-1][i] − a0[i]) = OA − 1/T · Σ_i a0[i]
+
+FWT is the paper's §4.2 formula. FWT_final is what the authors' released script
+(evaluation/compute_bwt_fwt.py) computes, and what the paper's Table 2 reports: there OA − FWT is
+the same constant (the mean single-task accuracy) for every method of a benchmark.
 
 plus the per-task forgetting measure of Chaudhry et al. (2018), which the paper does not report.
 
@@ -115,6 +120,22 @@ def forward_transfer(matrix, single, tasks: Sequence[str] | None = None) -> floa
     return float(np.mean([a[i, i] - base[i] for i in range(n)]))
 
 
+def forward_transfer_final(matrix, single, tasks: Sequence[str] | None = None) -> float | None:
+    """FWT as the authors' script computes it (the paper's Table 2): mean over all tasks of
+    (accuracy on task i after the last task) − (task i trained alone), i.e. OA − mean(a0).
+
+    `single` and `tasks` as for `forward_transfer`; None when `single` lacks any task's accuracy.
+    """
+    a = as_matrix(matrix)
+    n = a.shape[0]
+    base = _single_values(single, n, tasks)
+    if base is None:
+        return None
+    last = n - 1
+    _require(a, [(last, i) for i in range(n)], "FWT_final")
+    return float(np.mean([a[last, i] - base[i] for i in range(n)]))
+
+
 def forgetting(matrix) -> list[float | None]:
     """Per-task forgetting, the standard measure of Chaudhry et al. (2018):
 
@@ -137,10 +158,11 @@ def forgetting(matrix) -> list[float | None]:
 
 
 def compute_metrics(matrix, tasks: Sequence[str], single=None) -> dict:
-    """OA, BWT, FWT (None where not available) and forgetting {task: value} of one run.
+    """OA, BWT, FWT, FWT_final (None where not available) and forgetting {task: value} of one run.
 
-    `tasks` names the matrix's columns in order; `single` (list in task order or dict by task
-    name) holds the trained-alone accuracies for FWT. Values are full-precision floats.
+    FWT is §4.2's (diagonal − single), FWT_final the authors' script's and Table 2's (final row −
+    single). `tasks` names the matrix's columns in order; `single` (list in task order or dict by
+    task name) holds the trained-alone accuracies for both. Values are full-precision floats.
     """
     a = as_matrix(matrix)
     tasks = list(tasks)
@@ -153,6 +175,7 @@ def compute_metrics(matrix, tasks: Sequence[str], single=None) -> dict:
         "OA": overall_accuracy(a),
         "BWT": backward_transfer(a),
         "FWT": forward_transfer(a, single, tasks),
+        "FWT_final": forward_transfer_final(a, single, tasks),
         "forgetting": dict(zip(tasks, forgetting(a))),
     }
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from jumplora.config import RESULT_AFFECTING, RunConfig, read_yaml
+from jumplora.config import RESULT_AFFECTING, RunConfig, read_yaml, with_legacy_values
 from jumplora.errors import ConfigError
 
 
@@ -93,7 +93,7 @@ class RunDirectory:
         path = config.run_dir
         saved_config = path / "config.yaml"
         if saved_config.exists():
-            previous = read_yaml(saved_config)
+            previous = with_legacy_values(read_yaml(saved_config))
             differences = [
                 f"{key}: {previous.get(key)!r} -> {getattr(config, key)!r}"
                 for key in RESULT_AFFECTING

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from jumplora.config import RunConfig
+from jumplora.config import RunConfig, with_legacy_values
 from jumplora.data import DataProtocol, load_task, task_seed
 from jumplora.errors import ConfigError, TrainingError
 from jumplora.evaluate import evaluate_task
@@ -59,6 +59,7 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
     protocol = DataProtocol(
         seed=config.seed, test_per_class=config.test_per_class, train_per_class=config.train_per_class,
         val_per_class=config.val_per_class, max_input_tokens=config.max_input_tokens,
+        split=config.split, unlabelled_test=config.unlabelled_test,
     )
     data_dir = config.resolved_data_dir
     data = {task: load_task(task, data_dir, protocol) for task in tasks}
@@ -66,7 +67,8 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
 
     def eval_batches(task):
         return make_eval_batches(data[task].test, data[task], tokenizer, kind, config.eval_batch_size,
-                                 config.max_input_tokens, header=config.prompt_header)
+                                 config.max_input_tokens, header=config.prompt_header,
+                                 prompt_style=config.prompt_style)
 
     method = build_method(config)
     ctx = TaskContext(model=model, config=config, kind=kind)
@@ -86,13 +88,7 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
 
         # inject
         adapters = inject_adapters(model, method.adapter_config(targets))
-        train_batches = [
-            batch for task in stage
-            for batch in make_train_batches(data[task].train, data[task], tokenizer, kind, config.micro_batch_size,
-                                            config.seed, config.max_input_tokens, header=config.prompt_header)
-        ]
-        if len(stage) > 1:  # multi-task: interleave the tasks' batches
-            random.Random(task_seed(config.seed, name, "interleave")).shuffle(train_batches)
+        train_batches = _stage_batches(stage, data, tokenizer, kind, config, make_train_batches)
         ctx.task, ctx.task_index, ctx.adapters = name, row, adapters
         ctx.train_batches = [_to_device(b, accelerator.device) for b in train_batches]
         ctx.compute_loss = lambda batch: _autocast_loss(accelerator, model, batch, kind)
@@ -111,9 +107,10 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
         evaluations = {}
         for task in _progress(scope, config, f"evaluate after {name}"):
             result = evaluate_task(
-                model, tokenizer, kind, eval_batches(task), label_token_ids(data[task], tokenizer, kind),
+                model, tokenizer, kind, eval_batches(task),
+                label_token_ids(data[task], tokenizer, kind, config.max_target_tokens),
                 mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
-                labels=data[task].labels,
+                labels=data[task].labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
             )
             evaluations[task] = result
             matrices["accuracy_matrix.csv"][row][tasks.index(task)] = result.accuracy
@@ -132,6 +129,8 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
             "task": name, "steps": len(records), "wall_time_s": round(time.time() - stage_started, 2),
             "thresholds": update.thresholds, "sparsity": update.sparsity(),
             "accuracy": {task: r.accuracy for task, r in evaluations.items()},
+            # on the test records whose label is in the label set (differs for MNLI's '-' records)
+            "accuracy_labelled": {task: r.accuracy_labelled for task, r in evaluations.items()},
             "accuracy_rank": {task: r.accuracy_rank for task, r in evaluations.items()}
             if config.eval_mode == "both" else None,
         })
@@ -146,13 +145,18 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
 
 
 def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerator, config: RunConfig, logger) -> list[dict]:
-    """One task: AdamW over A, B (and τ), the JumpLoRA schedule, the method's loss terms."""
-    accumulation = config.batch_size // config.micro_batch_size
-    batches = ctx.train_batches
-    steps = [batches[i: i + accumulation] for i in range(0, len(batches), accumulation)] * config.epochs
+    """One task: AdamW over A, B (and τ), the JumpLoRA schedule, the method's loss terms.
+
+    As the authors' Hugging Face Trainer: the task loss is the mean over the target tokens of the
+    whole optimiser step (`loss_mean="step"`: micro-batching changes nothing), the gradient norm of
+    A, B and τ is clipped to `max_grad_norm`, and τ takes part in AdamW from the task's first step
+    (a zero gradient while dense, as in their forward, which always computes the gate) under
+    `threshold_grad="authors"`.
+    """
+    steps = _optimiser_steps(ctx.train_batches, config.batch_size // config.micro_batch_size)
     if config.max_steps_per_task:
         steps = steps[: config.max_steps_per_task]
-    schedule = JumpSchedule.for_task(len(steps), config.s_start, config.s_final)
+    schedule = JumpSchedule.for_task(len(steps), config.s_start, config.s_final, rounding=config.schedule_rounding)
     ctx.schedule = schedule
     trainable = [p for p in adapters.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
@@ -170,10 +174,15 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
         sums: dict[str, float] = {}
+        step_tokens = sum(_target_tokens(batch) for batch in micro_batches)
         for batch in micro_batches:
             with accelerator.autocast():
-                terms = {"task_loss": task_loss(model, batch, ctx.kind)}
-                terms.update(method.loss_terms(ctx))
+                if config.loss_mean == "step":  # Σ token losses / the step's target tokens
+                    task_term = task_loss(model, batch, ctx.kind, reduction="sum") * (len(micro_batches) / step_tokens)
+                else:
+                    task_term = task_loss(model, batch, ctx.kind)
+                # each term is this micro-batch's share times the number of micro-batches
+                terms = {"task_loss": task_term, **method.loss_terms(ctx)}
             loss = sum(terms.values())
             if not torch.isfinite(loss):
                 values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
@@ -184,6 +193,12 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
             accelerator.backward(loss / len(micro_batches))
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0.0) + value.item() / len(micro_batches)
+        if config.threshold_grad == "authors":
+            for parameter in trainable:
+                if parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+        if config.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -203,20 +218,44 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
     return records
 
 
-def task_loss(model, batch: dict[str, torch.Tensor], kind: str) -> torch.Tensor:
-    """Cross-entropy on the target tokens only.
+def task_loss(model, batch: dict[str, torch.Tensor], kind: str, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy on the target tokens only, their mean or (`reduction="sum"`) their sum.
 
     For causal LMs the vocabulary projection runs only where a loss is taken (the target
     tokens), not over the whole prompt: with ~50k-token vocabularies that is most of the
     memory and much of the time of a step.
     """
     if kind == "seq2seq":
-        return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        labels = batch["labels"]
+        if reduction == "mean":  # the model's own token mean
+            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+        keep = labels != -100
+        return F.cross_entropy(logits[keep].float(), labels[keep], reduction=reduction)
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])
-    return F.cross_entropy(logits.float(), labels[keep])
+    return F.cross_entropy(logits.float(), labels[keep], reduction=reduction)
+
+
+def _target_tokens(batch: dict) -> int:
+    """How many label positions of a micro-batch carry a loss (causal: the first never does)."""
+    return int((batch["labels"] != -100).sum())
+
+
+def _optimiser_steps(batches: list[dict], accumulation: int) -> list[list[dict]]:
+    """Micro-batches grouped into optimiser steps: by their "step" key (`make_train_batches` marks
+    which step each belongs to, so a partial last step stays one step), else `accumulation` at a time."""
+    if batches and all("step" in batch for batch in batches):
+        steps: list[list[dict]] = []
+        for batch in batches:
+            if steps and steps[-1][0]["step"] == batch["step"]:
+                steps[-1].append(batch)
+            else:
+                steps.append([batch])
+        return steps
+    return [batches[i: i + accumulation] for i in range(0, len(batches), accumulation)]
 
 
 # helpers -------------------------------------------------------------------------------------------
@@ -229,12 +268,55 @@ def _accelerator(config: RunConfig):
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
     if use_cpu and precision == "fp16":
         raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+    from accelerate.state import AcceleratorState
+
+    state = AcceleratorState._shared_state
+    if state and state.get("_mixed_precision") not in (None, precision):
+        # accelerate keeps one process-wide state: a second run with another precision in the same
+        # process (a notebook, the tests) would be refused, so start it afresh
+        AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(mixed_precision=precision, cpu=use_cpu)
 
 
 def _autocast_loss(accelerator, model, batch, kind):
     with accelerator.autocast():
         return task_loss(model, batch, kind)
+
+
+def _stage_batches(stage: list[str], data: dict, tokenizer, kind: str, config: RunConfig, make_train_batches) -> list[dict]:
+    """The stage's training micro-batches for every epoch, each marked with its optimiser "step".
+
+    `batching="random"` draws a new shuffle per epoch and keeps each step's micro-batches together
+    when a multi-task stage interleaves its tasks; `"length"` repeats the same batches every epoch
+    and interleaves micro-batches one by one (the behaviour of runs made before the option).
+    """
+    from jumplora.data.batches import shuffle_steps
+
+    name = "+".join(stage)
+    batches: list[dict] = []
+    for epoch in range(config.epochs):
+        epoch_batches: list[dict] = []
+        for task in stage:
+            made = make_train_batches(
+                data[task].train, data[task], tokenizer, kind, config.micro_batch_size, config.seed,
+                config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style,
+                max_target_tokens=config.max_target_tokens, batching=config.batching,
+                step_batch_size=config.batch_size, epoch=epoch if config.batching == "random" else 0,
+            )
+            offset = 1 + max((b["step"] for b in epoch_batches), default=-1)
+            epoch_batches.extend({**b, "step": b["step"] + offset} for b in made)
+        if len(stage) > 1:  # multi-task: interleave the tasks' batches
+            seed = task_seed(config.seed, name, "interleave" if epoch == 0 else f"interleave/{epoch}")
+            if config.batching == "random":
+                epoch_batches = shuffle_steps(epoch_batches, seed)
+            else:
+                random.Random(seed).shuffle(epoch_batches)
+                epoch_batches = [{k: v for k, v in b.items() if k != "step"} for b in epoch_batches]
+        if batches and "step" in batches[-1] and all("step" in b for b in epoch_batches):
+            offset = batches[-1]["step"] + 1
+            epoch_batches = [{**b, "step": b["step"] + offset} for b in epoch_batches]
+        batches.extend(epoch_batches)
+    return batches
 
 
 def _to_device(batch: dict, device) -> dict:
@@ -306,12 +388,14 @@ def _partial_metrics(matrix, tasks) -> dict:
     final = matrix[-1]
     defined = [v for v in final if not math.isnan(v)]
     oa = sum(defined) / len(defined) if len(defined) == len(tasks) else None
-    return {"OA": oa, "BWT": None, "FWT": None, "forgetting": {}}
+    return {"OA": oa, "BWT": None, "FWT": None, "FWT_final": None, "forgetting": {}}
 
 
 _SCALE_KEYS = ("model", "model_kind", "target_modules", "train_per_class", "val_per_class", "test_per_class",
                "max_input_tokens", "prompt_header", "rank", "alpha", "learning_rate", "warmup_steps",
-               "weight_decay", "batch_size", "epochs", "max_steps_per_task", "precision", "eval_mode", "seed")
+               "weight_decay", "batch_size", "epochs", "max_steps_per_task", "precision", "eval_mode", "seed",
+               "split", "unlabelled_test", "max_target_tokens", "prompt_style", "batching", "lora_dropout",
+               "max_grad_norm", "loss_mean", "max_new_tokens", "answer_match")
 
 
 def _single_accuracies(config: RunConfig, run_path: Path) -> tuple[dict | None, str | None]:
@@ -322,7 +406,7 @@ def _single_accuracies(config: RunConfig, run_path: Path) -> tuple[dict | None, 
     mine = config.to_dict()
     for folder in candidates:
         try:
-            other = yaml.safe_load((folder / "config.yaml").read_text())
+            other = with_legacy_values(yaml.safe_load((folder / "config.yaml").read_text()))
             state = json.loads((folder / "state.json").read_text())
         except (OSError, ValueError):
             if config.single_dir:

@@ -10,7 +10,8 @@ from jumplora.errors import UserError
 
 DESCRIPTION = """\
 Aggregate run directories into the paper's tables: Table 1 (OA per order, SC/LS means), Table 2
-(BWT/FWT), Table 3 (ablation: threshold x update) and the §5 sparsity / Jaccard overlap, each next
+(BWT and FWT, the latter both by §4.2's formula and by the authors' script, which Table 2
+reports), Table 3 (ablation: threshold x update) and the §5 sparsity / Jaccard overlap, each next
 to the paper's value. Runs are grouped by method and order; values are mean ± sample standard
 deviation (ddof=1) over seeds. Writes report.md and one CSV per table into --out and prints the
 Markdown to stdout. Reads only the run directories' files: no model, no training."""

@@ -1,15 +1,26 @@
 """Choosing ELLA's λ for a new model by the ELLA authors' rule, from a finished unregularised run.
 
-The paper's λ values (Table 7) are for T5-large. The ELLA authors chose λ so that the penalty
-λ·‖ΔW ⊙ W_past‖² and the cross-entropy are of similar size (ratio close to 1; paper, App. A.2).
-Given a run without the penalty (IncLoRA, or JumpLoRA+IncLoRA) we measure, for each task t ≥ 2,
+The paper's λ values (Table 7) are for T5-large. The ELLA authors chose λ so that the penalty λ·P
+and the cross-entropy are of similar size (ratio close to 1; paper, App. A.2). Given a run without
+the penalty (IncLoRA, or JumpLoRA+IncLoRA) we measure, for each task t ≥ 2,
 
-    P_t  = Σ_matrices ‖ΔW_t ⊙ W_past,t‖²_F     ΔW unscaled by β, W_past,t = Σ_{s<t} ΔW_s
+    P_t  = the penalty at λ = 1 of task t's merged update against the earlier tasks' ones
     CE_t = mean task loss over the last `tail` fraction of task t's optimiser steps
 
 and λ_t = CE_t / P_t balances the two at the end of unregularised training. One λ for every task
 (as Table 7 does for orders 1-3) is the geometric mean of the λ_t, rounded to one significant
 figure. Everything is read from the run directory: no model, no training, no test data.
+
+P_t follows the convention the ELLA run will train under (`RunConfig.ella_scale`, see
+`jumplora.methods.ella`); a λ is only meaningful for the convention it was derived under:
+
+- ``authors`` (the default, the authors' released code, for which Table 7 was tuned):
+      P_t = (1/M_t) · Σ_m ‖(β·ΔW_t,m) ⊙ W_past,m‖²_F,   W_past,m = Σ_{s<t} β·ΔW_s,m
+  with β = alpha/rank and M_t the number of task t's matrices that have a past;
+- ``unscaled-sum`` (the legacy convention):
+      P_t = Σ_m ‖ΔW_t,m ⊙ W_past,m‖²_F,   W_past,m = Σ_{s<t} ΔW_s,m    (ΔW unscaled by β).
+
+With one β throughout, P_t(authors) = β⁴/M_t · P_t(unscaled-sum), so λ(authors) = M_t/β⁴ · λ(legacy).
 """
 
 from __future__ import annotations
@@ -21,13 +32,27 @@ import torch
 
 from jumplora.errors import UserError
 
+CONVENTIONS = ("authors", "unscaled-sum")
+DEFAULT_CONVENTION = "authors"
+_PENALTY_HEADER = {
+    "authors": "(1/M) Σ ‖βΔW ⊙ W_past‖²",
+    "unscaled-sum": "Σ ‖ΔW ⊙ W_past‖²",
+}
+_CONVENTION_WORDS = {
+    "authors": "authors (--ella-scale authors, the default: P = (1/M) Σ_m ‖(β·ΔW_m) ⊙ W_past_m‖², "
+               "W_past of scaled merged updates β·ΔW_final, M matrices with a past)",
+    "unscaled-sum": "unscaled-sum (--ella-scale unscaled-sum, legacy: P = Σ_m ‖ΔW_m ⊙ W_past_m‖², "
+                    "ΔW and W_past unscaled by β)",
+}
+
 
 @dataclass
 class TaskBalance:
     task: str
     cross_entropy: float  # CE_t
-    penalty: float  # P_t = ‖ΔW_t ⊙ W_past‖² (λ = 1)
+    penalty: float  # P_t at λ = 1, in the table's convention
     steps: int  # optimiser steps averaged for CE_t
+    matrices: int = 0  # M_t: the task's matrices that have a past
 
     @property
     def balancing_lambda(self) -> float:
@@ -57,8 +82,14 @@ def task_losses(run) -> dict[str, list[float]]:
         raise UserError(f"{run.path}: a losses.jsonl record has no numeric 'task_loss'") from None
 
 
-def balance_table(run, tail: float = 0.2) -> list[TaskBalance]:
-    """CE_t and P_t for each task after the first (see the module docstring)."""
+def _check_convention(convention: str) -> None:
+    if convention not in CONVENTIONS:
+        raise UserError(f"unknown ELLA penalty convention {convention!r}; choose from {', '.join(CONVENTIONS)}")
+
+
+def balance_table(run, tail: float = 0.2, convention: str = DEFAULT_CONVENTION) -> list[TaskBalance]:
+    """CE_t and P_t (in `convention`, see the module docstring) for each task after the first."""
+    _check_convention(convention)
     if not 0 < tail <= 1:
         raise UserError(f"tail must be in (0, 1], got {tail}")
     if not run.update_paths or run.update_paths[0] is None:
@@ -70,14 +101,20 @@ def balance_table(run, tail: float = 0.2) -> list[TaskBalance]:
         update = run.update(index)
         if update is None:
             break  # an unfinished run: stop at the first missing task
-        deltas = {name: m.dense() / m.scale for name, m in update.modules.items()}
+        if convention == "authors":
+            deltas = {name: m.dense() for name, m in update.modules.items()}  # β·ΔW, as merged
+        else:
+            deltas = {name: m.dense() / m.scale for name, m in update.modules.items()}  # ΔW
         if index > 0:
-            penalty = sum(float((delta * past[name]).pow(2).sum()) for name, delta in deltas.items() if name in past)
+            terms = [float((delta * past[name]).pow(2).sum()) for name, delta in deltas.items() if name in past]
+            penalty = sum(terms)
+            if convention == "authors" and terms:
+                penalty /= len(terms)
             task_loss = losses.get(task)
             if not task_loss:
                 raise UserError(f"{run.path}: losses.jsonl has no step of task {task!r}")
             count = max(1, round(tail * len(task_loss)))
-            balances.append(TaskBalance(task, sum(task_loss[-count:]) / count, penalty, count))
+            balances.append(TaskBalance(task, sum(task_loss[-count:]) / count, penalty, count, len(terms)))
         for name, delta in deltas.items():
             past[name] = past[name] + delta if name in past else delta
     if not balances:
@@ -85,13 +122,17 @@ def balance_table(run, tail: float = 0.2) -> list[TaskBalance]:
     return balances
 
 
-def format_balances(run, balances: list[TaskBalance]) -> str:
+def format_balances(run, balances: list[TaskBalance], convention: str = DEFAULT_CONVENTION) -> str:
+    _check_convention(convention)
     lines = [
         f"ELLA lambda from {run.path} ({run.label}, order {run.order}, seed {run.seed})",
-        "| task | CE (end of training) | ‖ΔW ⊙ W_past‖² | balancing λ = CE / penalty |",
-        "|---|---|---|---|",
+        f"penalty convention: {_CONVENTION_WORDS[convention]}",
+        f"| task | CE (end of training) | M | {_PENALTY_HEADER[convention]} | balancing λ = CE / penalty |",
+        "|---|---|---|---|---|",
     ]
     for b in balances:
-        lines.append(f"| {b.task} | {b.cross_entropy:.4f} | {b.penalty:.4e} | {b.balancing_lambda:.3g} |")
+        lines.append(f"| {b.task} | {b.cross_entropy:.4f} | {b.matrices} | {b.penalty:.4e} | "
+                     f"{b.balancing_lambda:.3g} |")
     lines.append(f"suggested ella_lambda: {suggested_lambda(balances):g}")
+    lines.append(f"(for --ella-scale {convention})")
     return "\n".join(lines) + "\n"

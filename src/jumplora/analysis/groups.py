@@ -5,6 +5,11 @@ the method (the threshold mode, ELLA's penalty target or λ, the model, rank, al
 would mix configurations, so their label gets the differing settings appended:
 "JumpLoRA + IncLoRA [threshold=local]". Settings that are the same for every run of a method are
 not shown.
+
+Settings are read from `Run.config`, config.yaml completed with the legacy values of options the
+run predates (`jumplora.config.with_legacy_values`): runs written before an option existed count as
+run with its legacy value, so they are never averaged with runs of today's defaults, and group
+among themselves as they did before the option was added.
 """
 
 from __future__ import annotations
@@ -24,10 +29,15 @@ VARIANT_KEYS = (
     "lori_sparsity", "rank", "alpha", "target_modules", "s_start", "s_final", "bandwidth", "learning_rate",
     "warmup_steps", "weight_decay", "batch_size", "epochs", "max_steps_per_task", "train_per_class",
     "val_per_class", "test_per_class", "max_input_tokens", "prompt_header", "precision", "eval_mode",
+    # added later; runs that predate them read as their legacy values (jumplora.config.LEGACY_VALUES)
+    "split", "unlabelled_test", "max_target_tokens", "prompt_style", "batching", "lora_dropout",
+    "threshold_grad", "threshold_init", "schedule_rounding", "ella_scale", "ella_threshold_grad",
+    "max_grad_norm", "loss_mean", "max_new_tokens", "answer_match",
 )
 ABLATION_KEYS = ("threshold", "ella_penalty")
 METHOD_ORDER = ("EWC", "ewc", "IncLoRA", "JumpLoRA + IncLoRA", "ELLA", "JumpLoRA + ELLA")
-_JUMP_ONLY = ("threshold", "s_start", "s_final", "bandwidth")
+_JUMP_ONLY = ("threshold", "s_start", "s_final", "bandwidth", "threshold_grad", "threshold_init", "schedule_rounding")
+_JUMP_ELLA_ONLY = ("ella_penalty", "ella_threshold_grad")
 
 
 def _relevant(label: str, key: str) -> bool:
@@ -35,7 +45,7 @@ def _relevant(label: str, key: str) -> bool:
     name = label.lower()
     if key in _JUMP_ONLY:
         return name.startswith("jumplora")
-    if key == "ella_penalty":
+    if key in _JUMP_ELLA_ONLY:
         return label == "JumpLoRA + ELLA"
     for prefix in ("ella", "ewc", "olora", "lori"):
         if key.startswith(prefix + "_"):
@@ -49,6 +59,11 @@ def variant_value(run: Run, key: str) -> str | None:
     if key == "ella_penalty":
         return run.update_mode
     value = config_get(run.config, key)
+    if key == "lora_dropout" and value is None:
+        # unset: the authors' value per method (jumplora.methods.base.Method.lora_dropout)
+        value = 0.0 if str(run.method).lower().startswith("jumplora") else 0.1
+    if key == "lora_dropout" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = float(value)  # 0 and 0.0 are one setting
     if value is None:
         return None
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)

@@ -6,8 +6,13 @@ A benchmark column (SC: orders 1-3, LS: orders 4-6) is the mean over the orders 
 per-order means, without ±, marked * when fewer than three orders are present.
 
 OA, BWT and FWT come from each run's metrics.json (computed by `jumplora.metrics`); unfinished runs
-are left out of them. Sparsity and overlap are computed from the stored updates (see
-`jumplora.analysis.stats`), unfinished runs included (over the tasks they finished).
+are left out of them. FWT has two definitions, both shown: §4.2's (FWT: a_{i,i} − a_{0,i}) and the
+authors' script's, which the paper's Table 2 reports (FWT_final: a_{T,i} − a_{0,i} = OA − mean a_{0,i}).
+A metrics.json written before FWT_final existed gets it from the run's OA and the single run its
+fwt_reference names (`Run.derived_fwt_final`): no re-running.
+
+Sparsity and overlap are computed from the stored updates (see `jumplora.analysis.stats`),
+unfinished runs included (over the tasks they finished).
 """
 
 from __future__ import annotations
@@ -35,6 +40,14 @@ STD_NOTE = (
     "a single seed shows no ±."
 )
 PAPER_NOTE = f"'paper': the value reported in the paper ({paper.PAPER}) for the same method and order."
+FWT_NOTE = (
+    "FWT (§4.2): mean over tasks of a_{i,i} − a_{0,i} (just after learning task i, minus task i trained alone), "
+    "the paper's formula; FWT (script): mean of a_{T,i} − a_{0,i} = OA − mean a_{0,i} (after the last task), "
+    "what the authors' evaluation/compute_bwt_fwt.py computes and the paper's Table 2 reports (there "
+    "OA − FWT is one constant per benchmark for every method). Both use the single run's accuracies."
+)
+FWT_KEYS = ("FWT", "FWT_final")
+METRIC_KEYS = ("OA", "BWT") + FWT_KEYS
 BENCH_NOTE = (
     "SC / LS: mean over the orders present (1-3 / 4-6) of the per-order means, without ±; "
     "* marks a mean over fewer than three orders."
@@ -146,11 +159,12 @@ def _present(orders, bench: str) -> bool:
 
 # -- tables -----------------------------------------------------------------------------------
 def table_runs(runs: list[Run]) -> Table:
-    columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT", "Wall time", "Peak memory"]
+    columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT (§4.2)", "FWT (script)",
+               "Wall time", "Peak memory"]
     rows, csv_rows = [], []
     for run in sorted(runs, key=lambda r: (method_sort_key(r.label), order_sort_key(r.order), str(r.seed), str(r.path))):
         done = f"{run.completed}/{run.n_tasks}" + ("" if run.finished else " (unfinished)")
-        values = [run.metric(k) if run.finished else math.nan for k in ("OA", "BWT", "FWT")]
+        values = [run.metric(k) if run.finished else math.nan for k in METRIC_KEYS]
         cost = [run.metric("wall_time_s"), run.metric("peak_memory_mb")]
         rows.append([str(run.path), run.label, str(run.order), str(run.seed), done] + [fmt(v) for v in values]
                     + [fmt_duration(cost[0]), DASH if _missing(cost[1]) else f"{cost[1] / 1024:.1f} GiB"])
@@ -159,30 +173,30 @@ def table_runs(runs: list[Run]) -> Table:
     caption = (
         "One row per run directory; metrics of unfinished runs are not used. Wall time: training, merging and "
         "evaluating every task (model loading excluded); peak memory: the run's peak resident set size (on a "
-        "GPU, its peak allocated device memory), as metrics.json records them."
+        f"GPU, its peak allocated device memory), as metrics.json records them. {FWT_NOTE}"
     )
     return Table(
         "runs", "Runs", caption, columns, rows,
         ["path", "method", "label", "order", "seed", "completed", "tasks", "finished", "OA", "BWT", "FWT",
-         "wall_time_s", "peak_memory_mb"], csv_rows,
+         "FWT_final", "wall_time_s", "peak_memory_mb"], csv_rows,
     )
 
 
 def table_per_order(groups: list[Group]) -> Table:
-    columns = ["Method", "Order", "Seeds", "OA", "BWT", "FWT"]
+    columns = ["Method", "Order", "Seeds", "OA", "BWT", "FWT (§4.2)", "FWT (script)"]
     rows, csv_rows = [], []
     for group in groups:
-        stats = [metric_stat(group, key) for key in ("OA", "BWT", "FWT")]
+        stats = [metric_stat(group, key) for key in METRIC_KEYS]
         seeds = [str(r.seed) for r in group.runs if r.finished]
         rows.append([group.label, order_label(group.order), ", ".join(seeds) or DASH] + [fmt_stat(s) for s in stats])
         csv_row = [group.label, group.order, stats[0].n]
         for s in stats:
             csv_row += [s.mean, s.std]
         csv_rows.append(csv_row)
-    csv_columns = ["method", "order", "n"] + [f"{k}_{p}" for k in ("OA", "BWT", "FWT") for p in ("mean", "std")]
+    csv_columns = ["method", "order", "n"] + [f"{k}_{p}" for k in METRIC_KEYS for p in ("mean", "std")]
     return Table(
         "per_order", "Runs per method and order",
-        f"Finished runs only. {STD_NOTE}", columns, rows, csv_columns, csv_rows,
+        f"Finished runs only. {STD_NOTE} {FWT_NOTE}", columns, rows, csv_columns, csv_rows,
     )
 
 
@@ -234,28 +248,36 @@ def table2(groups: list[Group]) -> Table:
     benches = [b for b in BENCHMARKS if _present(orders, b)]
     columns, csv_columns = ["Method"], ["method"]
     for bench in benches:
-        for key in ("BWT", "FWT"):
-            columns += [f"{bench} {key}", "paper"]
-            csv_columns += [f"{bench}_{key}_mean", f"{bench}_{key}_orders", f"{bench}_{key}_paper"]
+        # The paper's FWT follows the authors' script, so its value sits next to FWT_final; §4.2's FWT
+        # has no paper counterpart (CSV: <bench>_FWT_paper kept as it was, <bench>_FWT_final_paper the same).
+        columns += [f"{bench} BWT", "paper", f"{bench} FWT (§4.2)", f"{bench} FWT (authors' script, as Table 2)",
+                    "paper"]
+        csv_columns += [f"{bench}_{key}_{p}" for key in ("BWT", "FWT") for p in ("mean", "orders", "paper")]
+        csv_columns += [f"{bench}_FWT_final_{p}" for p in ("mean", "orders", "paper")]
     rows, csv_rows = [], []
     if benches:
         for label, by_order in _rows_by_label(groups).items():
             method = next(iter(by_order.values())).method
             row, csv_row, seen = [label], [label], False
             for bench in benches:
-                for key in ("BWT", "FWT"):
+                cells = {}
+                for key in ("BWT",) + FWT_KEYS:
                     per_order = {o: metric_stat(g, key).mean for o, g in by_order.items()}
                     mean, count = _bench_mean(per_order, bench)
                     seen = seen or count > 0
-                    value = paper.table2(method, bench, key)
-                    row += [_bench_cell(mean, count), fmt_paper(value, 1)]
-                    csv_row += [mean, count, value]
+                    cells[key] = (mean, count, paper.table2(method, bench, "BWT" if key == "BWT" else "FWT"))
+                row += [_bench_cell(*cells["BWT"][:2]), fmt_paper(cells["BWT"][2], 1),
+                        _bench_cell(*cells["FWT"][:2]), _bench_cell(*cells["FWT_final"][:2]),
+                        fmt_paper(cells["FWT_final"][2], 1)]
+                for key in ("BWT",) + FWT_KEYS:
+                    csv_row += list(cells[key])
             if seen:
                 rows.append(row)
                 csv_rows.append(csv_row)
     caption = (
         "Backward and forward transfer (percentage points), as in Table 2: per benchmark, the mean over "
-        f"its orders of the per-order means over seeds. {BENCH_NOTE} FWT is missing where a run has no "
+        f"its orders of the per-order means over seeds. {BENCH_NOTE} {FWT_NOTE} The paper's FWT is compared "
+        "with the script's definition, the one it was computed with. FWT is missing where a run has no "
         f"single-task accuracies. Orders outside 1-6 are in 'Runs per method and order'. {PAPER_NOTE}"
     )
     return Table("table2_bwt_fwt", "Table 2: backward and forward transfer", caption, columns, rows,
@@ -365,8 +387,8 @@ def _difference(run: Run, base: Run, key: str) -> float | None:
 
 
 def table_paired(groups: list[Group]) -> Table:
-    columns = ["Comparison", "Order", "Seeds", "Δ OA", "Δ BWT", "Δ FWT", "OA higher in"]
-    csv_columns = ["jumplora", "base", "order", "n"] + [f"delta_{k}_{p}" for k in ("OA", "BWT", "FWT")
+    columns = ["Comparison", "Order", "Seeds", "Δ OA", "Δ BWT", "Δ FWT (§4.2)", "Δ FWT (script)", "OA higher in"]
+    csv_columns = ["jumplora", "base", "order", "n"] + [f"delta_{k}_{p}" for k in METRIC_KEYS
                                                         for p in ("mean", "std")] + ["oa_wins"]
     rows, csv_rows = [], []
     for jump in groups:
@@ -380,14 +402,14 @@ def table_paired(groups: list[Group]) -> Table:
         if not pairs:
             continue
         pairs.sort(key=lambda pair: str(pair[0].seed))
-        differences = {key: [_difference(j, b, key) for j, b in pairs] for key in ("OA", "BWT", "FWT")}
+        differences = {key: [_difference(j, b, key) for j, b in pairs] for key in METRIC_KEYS}
         stats = {key: Stat.of(values) for key, values in differences.items()}
         wins = sum(d is not None and d > 0 for d in differences["OA"])
         rows.append([f"{jump.label} − {base.label}", order_label(jump.order),
                      ", ".join(str(j.seed) for j, _ in pairs)]
-                    + [fmt_stat(stats[k], 2) for k in ("OA", "BWT", "FWT")] + [f"{wins} of {len(pairs)} seeds"])
+                    + [fmt_stat(stats[k], 2) for k in METRIC_KEYS] + [f"{wins} of {len(pairs)} seeds"])
         csv_row = [jump.label, base.label, jump.order, len(pairs)]
-        for key in ("OA", "BWT", "FWT"):
+        for key in METRIC_KEYS:
             csv_row += [stats[key].mean, stats[key].std]
         csv_rows.append(csv_row + [wins])
     caption = (
@@ -395,7 +417,8 @@ def table_paired(groups: list[Group]) -> Table:
         "standard deviation (ddof = 1) of these differences. Runs of one seed train and test on the same "
         "examples (the data sample depends on the seed only), so a paired difference removes the part of the "
         "seed-to-seed spread that comes from which examples were drawn, which moves both runs alike. Finished "
-        "runs whose seed both methods have only."
+        "runs whose seed both methods have only. Where both runs of a seed use the same single run, Δ FWT (script) "
+        "equals Δ OA."
     )
     return Table("paired", "JumpLoRA against its base method, seed by seed", caption, columns, rows,
                  csv_columns, csv_rows, "(no JumpLoRA run with a base-method run of the same order and seed)")
@@ -420,7 +443,8 @@ def threshold_movement(run: Run) -> list[tuple[str, float, float]]:
             continue
         final = json.loads(record_file.read_text(encoding="utf-8"))
         schedule = JumpSchedule.for_task(len(records), config_get(run.config, "s_start", 0.2),
-                                          config_get(run.config, "s_final", 0.8))
+                                          config_get(run.config, "s_final", 0.8),
+                                          rounding=config_get(run.config, "schedule_rounding", "floor"))
         start = records[schedule.start].get("thresholds", {}) if schedule.reaches_start else final["thresholds"]
         changes = [final["thresholds"][g] / value - 1 for g, value in start.items()
                    if value and g in final.get("thresholds", {})]

@@ -6,6 +6,10 @@ unfinished run; `load_run` then emits a `RunWarning` and the `Run` holds what ex
 cells that were not evaluated are NaN, metrics missing from `metrics.json` are NaN, tasks without
 an update file have none). Per-task updates are loaded only when asked for (`Run.update`), one at
 a time, since a T5-large JumpLoRA update is hundreds of megabytes.
+
+`Run.config` is config.yaml completed with `jumplora.config.with_legacy_values`: a run written before
+an option existed is read with the value it was run with (not today's default), so that comparing
+and grouping runs sees what each one computed. `Run.saved_config` is the file as written.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from jumplora.config import LEGACY_VALUES, with_legacy_values
 from jumplora.errors import UserError
 
 CONFIG = "config.yaml"
@@ -102,13 +107,31 @@ def config_get(config: dict, key: str, default: Any = None) -> Any:
     return default
 
 
+_ABSENT = object()
+
+
+def complete_config(saved: dict) -> dict:
+    """A saved config.yaml completed with `LEGACY_VALUES` for the options it lacks (see
+    `jumplora.config.with_legacy_values`); an option found in a nested section counts as present."""
+    completed = with_legacy_values(saved)
+    for key in LEGACY_VALUES:
+        if key not in saved and config_get(saved, key, _ABSENT) is not _ABSENT:
+            del completed[key]
+    return completed
+
+
+# CSV accuracies have two decimals: a mean of differences recomputed from them moves by at most 0.005.
+_CSV_TOLERANCE = 0.01
+
+
 @dataclass
 class Run:
     """One run directory: its configuration, task order, accuracy matrix and metrics.
 
     `accuracy[i, j]` is a[i][j] in percent (row i: after training task i; column j: task j of the
     order), NaN where not evaluated. `metrics` is metrics.json as read ({} when missing).
-    `update_paths[i]` is task i's update file, or None.
+    `update_paths[i]` is task i's update file, or None. `config` is config.yaml completed with the
+    legacy values of options it lacks (`complete_config`), `saved_config` the file as written.
     """
 
     path: Path
@@ -120,6 +143,7 @@ class Run:
     update_paths: list[Path | None]
     finished: bool
     completed: int
+    saved_config: dict | None = None
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     # -- identity ---------------------------------------------------------------------------
@@ -181,12 +205,88 @@ class Run:
 
     # -- results ----------------------------------------------------------------------------
     def metric(self, key: str) -> float:
-        """A scalar of metrics.json as a float; NaN when missing or null."""
+        """A scalar of metrics.json as a float; NaN when missing or null.
+
+        "FWT_final" (the authors' script's FWT, see `jumplora.metrics.forward_transfer_final`) is
+        derived (`derived_fwt_final`) where metrics.json predates it and lacks the key.
+        """
+        if key == "FWT_final" and key not in self.metrics:
+            return self.derived_fwt_final()
         value = self.metrics.get(key)
         try:
             return float(value) if value is not None else math.nan
         except (TypeError, ValueError):
             return math.nan
+
+    def fwt_reference(self) -> Path | None:
+        """The `single` run whose diagonal gave FWT's a_{0,i} (metrics.json's fwt_reference).
+
+        The recorded path as it is, else (a results folder moved or copied elsewhere) the folder of
+        the same name next to this run; None when none was recorded or neither is a run directory.
+        """
+        recorded = self.metrics.get("fwt_reference")
+        if not recorded:
+            return None
+        recorded = Path(str(recorded))
+        candidates = [recorded] if recorded.is_absolute() else [self.path.parent / recorded, recorded]
+        candidates.append(self.path.parent / recorded.name)
+        return next((c for c in candidates if (c / CONFIG).is_file()), None)
+
+    def single_accuracies(self) -> dict[str, float] | None:
+        """a_{0,i} by task name: the diagonal of the `single` run `fwt_reference` names, as the
+        runner read it for FWT. None (with a `RunWarning` when a reference was recorded but is
+        unusable) when there is none."""
+        if "single" in self._cache:
+            return self._cache["single"]
+        found = None
+        reference = self.fwt_reference()
+        recorded = self.metrics.get("fwt_reference")
+        if reference is None:
+            if recorded:
+                warnings.warn(f"{self.path}: fwt_reference {recorded} is not a run directory (nor is "
+                              f"{self.path.parent / Path(str(recorded)).name}); FWT_final left out",
+                              RunWarning, stacklevel=3)
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RunWarning)
+                single = load_run(reference)
+            if not single.finished:
+                warnings.warn(f"{self.path}: fwt_reference {reference} is unfinished; FWT_final left out",
+                              RunWarning, stacklevel=3)
+            else:
+                found = {task: float(single.accuracy[i, i]) for i, task in enumerate(single.tasks)}
+        self._cache["single"] = found
+        return found
+
+    def derived_fwt_final(self) -> float:
+        """FWT_final = OA − mean_i a_{0,i} (= mean_i (a_{T,i} − a_{0,i})) from this run and its
+        `single_accuracies`, for a metrics.json written before FWT_final existed; NaN where it
+        cannot be had. OA is metrics.json's (full precision; the CSV rounds to two decimals), else
+        the accuracy matrix's final row. The single run is checked against this run's stored FWT
+        (§4.2): recomputed from the CSV it must agree within rounding, else a `RunWarning` and NaN.
+        """
+        if "FWT_final" in self._cache:
+            return self._cache["FWT_final"]
+        value = math.nan
+        single = self.single_accuracies() if self.finished and self.n_tasks else None
+        base = [single.get(task, math.nan) for task in self.tasks] if single else []
+        if base and all(math.isfinite(v) for v in base):
+            n = self.n_tasks
+            oa = self.metric("OA")
+            if not math.isfinite(oa):
+                oa = float(np.mean(self.accuracy[n - 1])) if n else math.nan
+            stored = self.metric("FWT")
+            diagonal = np.diag(self.accuracy)
+            recomputed = float(np.mean(diagonal - np.array(base))) if np.isfinite(diagonal).all() else math.nan
+            if math.isfinite(stored) and math.isfinite(recomputed) and abs(recomputed - stored) > _CSV_TOLERANCE:
+                warnings.warn(
+                    f"{self.path}: FWT recomputed from fwt_reference {self.fwt_reference()} is "
+                    f"{recomputed:.4f}, metrics.json has {stored:.4f} (the single run changed since?); "
+                    "FWT_final left out", RunWarning, stacklevel=3)
+            elif math.isfinite(oa):
+                value = oa - float(np.mean(base))
+        self._cache["FWT_final"] = value
+        return value
 
     @property
     def n_tasks(self) -> int:
@@ -350,7 +450,8 @@ def load_run(path: str | Path) -> Run:
         raise UserError(f"{path} is not a run directory (it is a file)")
     if not (path / CONFIG).is_file():
         raise UserError(f"{path} is not a run directory: {CONFIG} missing")
-    config = _read_config(path / CONFIG)
+    saved_config = _read_config(path / CONFIG)
+    config = complete_config(saved_config)
     state = _read_json(path / STATE) if (path / STATE).is_file() else {}
     metrics = _read_json(path / METRICS) if (path / METRICS).is_file() else {}
     header, body = _read_accuracy(path / ACCURACY) if (path / ACCURACY).is_file() else ([], [])
@@ -386,7 +487,7 @@ def load_run(path: str | Path) -> Run:
         completed = n if finished else evaluated_rows
     run = Run(
         path=path, config=config, tasks=tasks, accuracy=accuracy, metrics=metrics, state=state,
-        update_paths=update_paths, finished=finished, completed=completed,
+        update_paths=update_paths, finished=finished, completed=completed, saved_config=saved_config,
     )
 
     if not finished:

@@ -11,6 +11,7 @@ import importlib
 from jumplora.data.orders import ORDERS, benchmark_of, resolve_order
 from jumplora.data.prompts import (
     ANSWER_CUE,
+    PROMPT_STYLES,
     PromptEncoder,
     encode_prompt,
     encode_target,
@@ -18,7 +19,14 @@ from jumplora.data.prompts import (
     prompt_template,
     special_tokens,
 )
-from jumplora.data.protocol import DataProtocol, TaskData, apply_protocol, load_task, task_seed
+from jumplora.data.protocol import (
+    DataProtocol,
+    TaskData,
+    apply_given_split,
+    apply_protocol,
+    load_task,
+    task_seed,
+)
 from jumplora.data.sources import (
     DATA_ENV,
     Example,
@@ -44,6 +52,7 @@ _LAZY = {
         "make_train_batches",
         "pad_id",
         "pad_sequences",
+        "shuffle_steps",
     )
 }
 
@@ -55,10 +64,10 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "ANSWER_CUE", "DATA_ENV", "ORDERS", "TASKS",
+    "ANSWER_CUE", "DATA_ENV", "ORDERS", "PROMPT_STYLES", "TASKS",
     "DataProtocol", "Example", "FolderSource", "HFSource", "PromptEncoder", "SplitRecords",
     "TaskData", "TaskSpec",
-    "apply_protocol", "benchmark_of", "encode_prompt", "encode_target", "format_prompt",
+    "apply_given_split", "apply_protocol", "benchmark_of", "encode_prompt", "encode_target", "format_prompt",
     "get_task", "load_hf_split", "load_task", "prompt_template", "read_instructions", "read_labels",
     "read_records", "resolve_data_dir", "resolve_order", "special_tokens", "task_names",
     "task_seed",

@@ -1,8 +1,21 @@
-"""Padded tensor batches for training and evaluation, grouped by length to cut padding.
+"""Padded tensor batches for training and evaluation.
 
-Training batches: the examples are shuffled with the seed, cut into chunks of `chunk_batches`
-batches, sorted by length inside each chunk, batched, and the batch order is shuffled again; so
-batches hold examples of similar length yet the task is still seen in random order.
+Training micro-batches are made in one of two ways (`batching`):
+
+- "random" (the authors' Hugging Face Trainer: a shuffled dataset cut into batches): the examples
+  are shuffled with the seed and cut into consecutive optimiser-step batches of `step_batch_size`
+  examples (the last one partial); each step batch is sorted by length and split into
+  micro-batches of `batch_size`. So a step's examples are a uniform random draw, and only the
+  micro-batches within a step are grouped by length.
+- "length" (the historical behaviour): the examples are shuffled with the seed, cut into chunks of
+  `chunk_batches` micro-batches, sorted by length inside each chunk, batched, and the micro-batch
+  order is shuffled again; micro-batches hold examples of similar length (less padding) but
+  consecutive steps are correlated by length.
+
+Every training micro-batch also carries two ints: "step", the 0-based optimiser step it belongs
+to (consecutive micro-batches of one step share it; in "length" mode consecutive runs of
+step_batch_size // batch_size micro-batches), and "target_tokens", its number of label
+positions that are not -100 (to normalise a loss over the whole step).
 
 - seq2seq (T5): `input_ids`/`attention_mask` right-padded; `labels` = target tokens + EOS, padded
   with -100 (the model builds its decoder inputs from them).
@@ -29,6 +42,7 @@ from jumplora.data.tasks import TaskSpec
 from jumplora.errors import ConfigError
 
 IGNORE_INDEX = -100
+BATCHING = ("random", "length")
 
 
 def pad_id(tokenizer: Any) -> int:
@@ -97,10 +111,34 @@ def _check(kind: str, batch_size: int) -> None:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
 
 
-def label_token_ids(task: TaskData | TaskSpec, tokenizer: Any, kind: str) -> list[list[int]]:
+def label_token_ids(task: TaskData | TaskSpec, tokenizer: Any, kind: str,
+                    max_target_tokens: int | None = None) -> list[list[int]]:
     """Each label word's target ids (+ EOS) as the model sees them, in label-set order; for scoring
-    every label (rank classification)."""
-    return [encode_target(tokenizer, label, kind) for label in task.labels]
+    every label (rank classification). `max_target_tokens` cuts them as the training targets."""
+    return [encode_target(tokenizer, label, kind, max_target_tokens) for label in task.labels]
+
+
+def _length_groups(order: list[int], lengths: list[int], batch_size: int, chunk_batches: int,
+                   rng: random.Random, accumulation: int) -> list[tuple[int, list[int]]]:
+    """(step, example indices) of each micro-batch, historical length-grouped order."""
+    chunk = batch_size * max(1, chunk_batches)
+    groups = []
+    for start in range(0, len(order), chunk):
+        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
+        groups.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
+    rng.shuffle(groups)
+    return [(n // accumulation, group) for n, group in enumerate(groups)]
+
+
+def _random_groups(order: list[int], lengths: list[int], batch_size: int,
+                   step_batch_size: int) -> list[tuple[int, list[int]]]:
+    """(step, example indices) of each micro-batch: consecutive step batches of the shuffled
+    order, each sorted by length and split into micro-batches."""
+    groups = []
+    for step, start in enumerate(range(0, len(order), step_batch_size)):
+        part = sorted(order[start:start + step_batch_size], key=lambda i: lengths[i])
+        groups.extend((step, part[i:i + batch_size]) for i in range(0, len(part), batch_size))
+    return groups
 
 
 def make_train_batches(
@@ -113,15 +151,35 @@ def make_train_batches(
     max_input_tokens: int | None = None,
     header: bool = True,
     chunk_batches: int = 50,
-) -> list[dict[str, torch.Tensor]]:
-    """Training batches (input_ids, attention_mask, labels) in a seeded, length-grouped order."""
+    *,
+    prompt_style: str = "olora",
+    max_target_tokens: int | None = None,
+    batching: str = "length",
+    step_batch_size: int | None = None,
+    epoch: int = 0,
+) -> list[dict[str, Any]]:
+    """Training micro-batches of `batch_size` examples (input_ids, attention_mask, labels tensors
+    and the ints "step" and "target_tokens"), in the seeded order of `batching` (module docstring).
+
+    `step_batch_size` is the global batch (examples per optimiser step), a multiple of
+    `batch_size`; None: `batch_size` (one micro-batch a step). `epoch` > 0 draws another seeded
+    order (epoch 0 is the historical one). `prompt_style`, `max_input_tokens`, `header`:
+    see `jumplora.data.prompts`; `max_target_tokens` cuts the targets (EOS kept last).
+    """
     _check(kind, batch_size)
-    encoder = PromptEncoder(tokenizer, task, kind, max_input_tokens, header)
+    if batching not in BATCHING:
+        raise ConfigError(f"unknown batching {batching!r}; valid: {', '.join(BATCHING)}")
+    step_batch_size = batch_size if step_batch_size is None else step_batch_size
+    if (isinstance(step_batch_size, bool) or not isinstance(step_batch_size, int)
+            or step_batch_size < 1 or step_batch_size % batch_size):
+        raise ConfigError(f"step batch size {step_batch_size!r} is not a positive multiple of the "
+                          f"micro-batch size {batch_size}")
+    encoder = PromptEncoder(tokenizer, task, kind, max_input_tokens, header, prompt_style=prompt_style)
     targets: dict[str, list[int]] = {}
     features, lengths = [], []
     for example in examples:
         if example.label not in targets:
-            targets[example.label] = encode_target(tokenizer, example.label, kind)
+            targets[example.label] = encode_target(tokenizer, example.label, kind, max_target_tokens)
         prompt, target = encoder.encode(example.sentence), targets[example.label]
         if kind == "seq2seq":
             features.append({"input_ids": prompt, "labels": target})
@@ -131,20 +189,43 @@ def make_train_batches(
             lengths.append(len(prompt) + len(target))
 
     name = task.spec.name if isinstance(task, TaskData) else task.name
-    rng = random.Random(task_seed(seed, name, "batches"))
+    rng = random.Random(task_seed(seed, name, "batches" if epoch == 0 else f"batches/epoch{epoch}"))
     order = list(range(len(features)))
     rng.shuffle(order)
-    chunk = batch_size * max(1, chunk_batches)
-    groups = []
-    for start in range(0, len(order), chunk):
-        part = sorted(order[start:start + chunk], key=lambda i: lengths[i])
-        groups.extend(part[i:i + batch_size] for i in range(0, len(part), batch_size))
-    rng.shuffle(groups)
+    if batching == "random":
+        groups = _random_groups(order, lengths, batch_size, step_batch_size)
+    else:
+        groups = _length_groups(order, lengths, batch_size, chunk_batches, rng,
+                                step_batch_size // batch_size)
 
     collate = (Seq2SeqCollator if kind == "seq2seq" else CausalLMCollator)(pad_id(tokenizer))
     if kind == "causal":
         eos_id(tokenizer)  # fail early with a clear message
-    return [collate([features[i] for i in group]) for group in groups]
+    batches = []
+    for step, group in groups:
+        batch: dict[str, Any] = collate([features[i] for i in group])
+        batch["step"] = step
+        batch["target_tokens"] = int((batch["labels"] != IGNORE_INDEX).sum())
+        batches.append(batch)
+    return batches
+
+
+def shuffle_steps(batches: Sequence[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The micro-batches with their optimiser steps in a seeded random order, each step's
+    micro-batches kept together and in order, "step" renumbered 0, 1, ... (to interleave the
+    batches of several tasks without splitting a step)."""
+    steps: dict[int, list[dict[str, Any]]] = {}
+    keys = []
+    for index, batch in enumerate(batches):
+        key = batch["step"]
+        if key not in steps:
+            steps[key] = []
+            keys.append(key)
+        elif keys[-1] != key:
+            raise ConfigError(f"micro-batch {index}: step {key} is not contiguous")
+        steps[key].append(batch)
+    random.Random(seed).shuffle(keys)
+    return [{**batch, "step": new} for new, key in enumerate(keys) for batch in steps[key]]
 
 
 def make_eval_batches(
@@ -155,12 +236,15 @@ def make_eval_batches(
     batch_size: int,
     max_input_tokens: int | None = None,
     header: bool = True,
+    *,
+    prompt_style: str = "olora",
 ) -> list[dict[str, Any]]:
-    """Prompt batches for generation/scoring, longest first: `input_ids` and `attention_mask`
-    (left-padded for causal, right-padded for seq2seq), `references` (label words) and `index`
-    (positions in `examples`)."""
+    """Prompt batches for generation/scoring, longest first over the whole list: `input_ids` and
+    `attention_mask` (left-padded for causal, right-padded for seq2seq), `references` (label
+    words) and `index` (positions in `examples`). Prompts are encoded as for training
+    (`prompt_style`, `max_input_tokens`, `header`)."""
     _check(kind, batch_size)
-    encoder = PromptEncoder(tokenizer, task, kind, max_input_tokens, header)
+    encoder = PromptEncoder(tokenizer, task, kind, max_input_tokens, header, prompt_style=prompt_style)
     prompts = [encoder.encode(example.sentence) for example in examples]
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     side = "left" if kind == "causal" else "right"

@@ -1,8 +1,10 @@
 """`jumplora data`: show what the data layer makes of an order, before any training.
 
 For each task of the order it prints the group, label words, the train / validation / test counts
-after the protocol, the records dropped for labels outside the label set, and the files read, so a
-user can check a data folder and the protocol knobs in seconds.
+after the protocol (or the given train / dev / test split), the records dropped for labels outside
+the label set, the test records kept with such labels (counted as wrong), and the files read, so a
+user can check a data folder and the protocol knobs in seconds. The defaults are those of `jumplora
+run`.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import os
 from pathlib import Path
 
 from jumplora.data.orders import ORDERS, benchmark_of, resolve_order
-from jumplora.data.protocol import DataProtocol, load_task
+from jumplora.data.protocol import SPLIT_MODES, UNLABELLED_MODES, DataProtocol, load_task
 from jumplora.data.sources import DATA_ENV, resolve_data_dir
 
 
@@ -36,6 +38,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                         help="cap on validation examples per class after the protocol (None: no cap)")
     parser.add_argument("--test-per-class", type=int, default=500,
                         help="cap on test examples per class")
+    parser.add_argument("--split", choices=SPLIT_MODES, default="auto",
+                        help="auto: a task folder with dev.json is used as given (train/dev/test); "
+                        "protocol: always resample train+validation from train.json")
+    parser.add_argument("--unlabelled-test", choices=UNLABELLED_MODES, default="count-wrong",
+                        help="test records with labels outside the label set: keep them (counted "
+                        "as wrong) or drop them")
     parser.add_argument("--max-input-tokens", type=int, default=None,
                         help="prompt length cap in tokens (None: no cap); recorded in the protocol line, "
                         "applied when a run encodes prompts")
@@ -68,6 +76,8 @@ def run_data(args: argparse.Namespace) -> int:
         train_per_class=args.train_per_class,
         val_per_class=args.val_per_class,
         max_input_tokens=args.max_input_tokens,
+        split=args.split,
+        unlabelled_test=args.unlabelled_test,
     )
     order = str(args.order).strip()
     title = f"order {order}"
@@ -76,7 +86,8 @@ def run_data(args: argparse.Namespace) -> int:
     print(f"{title}: {len(tasks)} tasks from {root}")
     print("protocol: " + ", ".join(f"{k}={v}" for k, v in protocol.to_dict().items()))
 
-    rows = [["#", "task", "group", "train", "val", "test", "dropped", "sources", "labels"]]
+    rows = [["#", "task", "group", "train", "val", "test", "dropped", "unlabelled", "sources",
+             "labels"]]
     totals = [0, 0, 0]
     for position, name in enumerate(tasks, 1):
         data = load_task(name, root, protocol)
@@ -87,9 +98,9 @@ def run_data(args: argparse.Namespace) -> int:
         rows.append([
             str(position), data.name, data.group,
             str(counts["train"]), str(counts["validation"]), str(counts["test"]),
-            dropped, " ".join(files), ", ".join(data.labels),
+            dropped, str(data.unlabelled), " ".join(files), ", ".join(data.labels),
         ])
-    rows.append(["", "total", "", *(str(t) for t in totals), "", "", ""])
-    for line in _table(rows, right={0, 3, 4, 5}):
+    rows.append(["", "total", "", *(str(t) for t in totals), "", "", "", ""])
+    for line in _table(rows, right={0, 3, 4, 5, 7}):
         print(line)
     return 0

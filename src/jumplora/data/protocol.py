@@ -1,11 +1,26 @@
-"""The sampling protocol of the paper (§4.1) and `load_task`, which applies it.
+"""The sampling protocol of the paper (§4.1), the authors' given split, and `load_task`.
 
-Test: at most 500 examples per class. Train + validation: a pool of at most 1000 examples per class,
-split 80/20 within each class. Sampling is seeded per task from (seed, task name) through SHA-256,
-never Python's salted hash(), so a seed gives the same samples in every process and on every
-machine. Train and test are drawn from separate streams, so a change to the test cap does not
-change the training sample. The scale knobs (`train_per_class`, `val_per_class`) keep a prefix of
-each class's shuffled split, so a smaller run's examples are a subset of a larger run's.
+Two ways to make train / validation / test sets (`DataProtocol.split`):
+
+- "protocol" (and "auto" on a task folder without dev.json), the paper's protocol below.
+- "auto" on a task folder with a dev.json (the JumpLoRA authors' CL_Benchmark_dev): train.json,
+  dev.json and test.json are used as given, in file order, without resampling. The caps
+  `train_per_class`, `val_per_class` and `test_per_class` still apply: a class with more records
+  than its cap keeps a seeded random subset of that size (the same seed streams as the protocol),
+  and the kept records stay in file order. `pool_per_class` and `val_fraction` do not apply.
+
+Test records whose label is outside the label set (MNLI's 131 "-") are dropped with a warning
+(`unlabelled_test="drop"`) or kept (`"count-wrong"`, as the authors' evaluation counts them: an
+exact match can never hit them), each such label capped as a class of its own. Train and
+validation records outside the label set are always dropped.
+
+The paper's protocol. Test: at most 500 examples per class. Train + validation: a pool of at most
+1000 examples per class, split 80/20 within each class. Sampling is seeded per task from (seed, task
+name) through SHA-256, never Python's salted hash(), so a seed gives the same samples in every
+process and on every machine. Train and test are drawn from separate streams, so a change to the
+test cap does not change the training sample. The scale knobs (`train_per_class`, `val_per_class`)
+keep a prefix of each class's shuffled split, so a smaller run's examples are a subset of a larger
+run's.
 """
 
 from __future__ import annotations
@@ -17,9 +32,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jumplora.data.sources import Example, FolderSource, Source, SplitRecords, warn_once
+from jumplora.data.sources import Example, FolderSource, Source, SplitRecords, has_split, warn_once
 from jumplora.data.tasks import TaskSpec, get_task
 from jumplora.errors import ConfigError, DataError
+
+SPLIT_MODES = ("auto", "protocol")
+UNLABELLED_MODES = ("count-wrong", "drop")
 
 
 @dataclass(frozen=True)
@@ -28,7 +46,9 @@ class DataProtocol:
 
     `test_per_class` and `pool_per_class` are the paper's caps; `train_per_class` and
     `val_per_class` further cap the splits for smaller runs (None: no further cap);
-    `max_input_tokens` bounds the encoded prompt (the sentence is cut, see `prompts.encode_prompt`).
+    `max_input_tokens` bounds the encoded prompt (see `prompts.encode_prompt`); `split` and
+    `unlabelled_test` choose the given split and the fate of unlabelled test records (module
+    docstring). The defaults are the historical behaviour: always the protocol, drop unlabelled.
     """
 
     seed: int = 42
@@ -38,6 +58,8 @@ class DataProtocol:
     train_per_class: int | None = None
     val_per_class: int | None = None
     max_input_tokens: int | None = None
+    split: str = "protocol"
+    unlabelled_test: str = "drop"
 
     def __post_init__(self):
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
@@ -49,6 +71,10 @@ class DataProtocol:
                                       or value < 0):
                 raise ConfigError(f"data protocol: {name} must be a non-negative integer or None, "
                                   f"got {value!r}")
+        for name, choices in (("split", SPLIT_MODES), ("unlabelled_test", UNLABELLED_MODES)):
+            if getattr(self, name) not in choices:
+                raise ConfigError(f"data protocol: {name} must be one of {', '.join(choices)}, "
+                                  f"got {getattr(self, name)!r}")
         if not 0.0 <= float(self.val_fraction) < 1.0:
             raise ConfigError(
                 f"data protocol: val_fraction must be in [0, 1), got {self.val_fraction!r}"
@@ -69,8 +95,11 @@ class DataProtocol:
 @dataclass(frozen=True)
 class TaskData:
     """One task after the protocol. `labels` and `instruction` are those of the source (the files on
-    disk for a folder). Validation is drawn from the train file, so `dropped` (records whose label
-    is outside the label set) is keyed by file: "train" and "test"."""
+    disk for a folder). `sources` names the file of each split. `dropped` counts the records whose
+    label is outside the label set that were dropped, keyed by file: "train" and "test" under the
+    protocol (validation is drawn from the train file), "train", "validation" (dev.json) and
+    "test" for a given split. `unlabelled` counts the test records kept although their label is
+    outside the label set (`unlabelled_test="count-wrong"`)."""
 
     spec: TaskSpec
     labels: tuple[str, ...]
@@ -80,6 +109,7 @@ class TaskData:
     test: list[Example]
     sources: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
+    unlabelled: int = 0
 
     @property
     def name(self) -> str:
@@ -113,13 +143,31 @@ def _cap(items: list, limit: int | None) -> list:
 
 
 def _by_class(examples: list[Example], labels: tuple[str, ...], rng: random.Random) -> dict:
-    """Label -> that class's examples, shuffled, in label-set order."""
+    """Label -> that class's examples, shuffled, in label-set order; labels outside the set (kept
+    unlabelled test records) follow as classes of their own, in order of first appearance."""
     groups: dict[str, list[Example]] = {label: [] for label in labels}
     for example in examples:
-        groups[example.label].append(example)
+        groups.setdefault(example.label, []).append(example)
     for items in groups.values():
         rng.shuffle(items)
     return groups
+
+
+def _cap_in_file_order(examples: list[Example], labels: tuple[str, ...], limit: int | None,
+                       rng: random.Random) -> list[Example]:
+    """At most `limit` examples per class (a seeded random subset where a class has more), kept in
+    their original order. Every class is shuffled whatever the cap, so that a smaller cap keeps a
+    subset of a larger one's examples."""
+    if limit is None:
+        return list(examples)
+    groups: dict[str, list[int]] = {label: [] for label in labels}
+    for index, example in enumerate(examples):
+        groups.setdefault(example.label, []).append(index)
+    keep: set[int] = set()
+    for indices in groups.values():
+        rng.shuffle(indices)
+        keep.update(indices[:limit])
+    return [examples[i] for i in sorted(keep)]
 
 
 def _keep_labelled(records: SplitRecords, labels: tuple[str, ...], task: str) -> tuple[list, int]:
@@ -138,6 +186,67 @@ def _keep_labelled(records: SplitRecords, labels: tuple[str, ...], task: str) ->
     return kept, dropped
 
 
+def _keep_test(records: SplitRecords, labels: tuple[str, ...], task: str,
+               unlabelled_test: str) -> tuple[list, int, int]:
+    """(kept records, dropped, kept with a label outside the set) of a test file."""
+    if unlabelled_test == "drop":
+        kept, dropped = _keep_labelled(records, labels, task)
+        return kept, dropped, 0
+    allowed = set(labels)
+    bad = Counter(e.label for e in records.examples if e.label not in allowed)
+    unlabelled = sum(bad.values())
+    if unlabelled:
+        shown = ", ".join(f"{label!r} x{n}" for label, n in bad.most_common(5))
+        warn_once(
+            ("unlabelled", records.origin, unlabelled),
+            f"task {task}: keeping {unlabelled} of {len(records.examples)} records of "
+            f"{records.origin} with labels outside the label set ({shown}); they count as wrong",
+        )
+    return list(records.examples), 0, unlabelled
+
+
+def _check_not_empty(spec: TaskSpec, splits) -> None:
+    for split, examples, records, dropped, wanted in splits:
+        if wanted and not examples:
+            raise DataError(
+                f"task {spec.name}: {split} split is empty after sampling "
+                f"({len(records.examples)} records in {records.origin}, {dropped} dropped)"
+            )
+
+
+def apply_given_split(
+    spec: TaskSpec,
+    labels: tuple[str, ...],
+    train_records: SplitRecords,
+    dev_records: SplitRecords,
+    test_records: SplitRecords,
+    protocol: DataProtocol,
+) -> tuple[list[Example], list[Example], list[Example], dict[str, int], int]:
+    """(train, validation, test, dropped, unlabelled) from a task's train / dev / test files used
+    as given: file order, no resampling, only the per-class caps (module docstring)."""
+    train_pool, dropped_train = _keep_labelled(train_records, labels, spec.name)
+    dev_pool, dropped_dev = _keep_labelled(dev_records, labels, spec.name)
+    test_pool, dropped_test, unlabelled = _keep_test(test_records, labels, spec.name,
+                                                     protocol.unlabelled_test)
+
+    def capped(pool, limit, stream):
+        return _cap_in_file_order(pool, labels, limit, random.Random(task_seed(protocol.seed, spec.name,
+                                                                               stream)))
+
+    train = capped(train_pool, protocol.train_per_class, "pool")
+    validation = capped(dev_pool, protocol.val_per_class, "dev")
+    test = capped(test_pool, protocol.test_per_class, "test")
+    allowed = set(labels)
+    unlabelled = sum(e.label not in allowed for e in test)
+    _check_not_empty(spec, (
+        ("train", train, train_records, dropped_train, True),
+        ("validation", validation, dev_records, dropped_dev, protocol.val_per_class != 0),
+        ("test", test, test_records, dropped_test, True),
+    ))
+    dropped = {"train": dropped_train, "validation": dropped_dev, "test": dropped_test}
+    return train, validation, test, dropped, unlabelled
+
+
 def apply_protocol(
     spec: TaskSpec,
     labels: tuple[str, ...],
@@ -147,7 +256,8 @@ def apply_protocol(
 ) -> tuple[list[Example], list[Example], list[Example], dict[str, int]]:
     """(train, validation, test, dropped) from a task's two files, following the protocol."""
     train_pool, dropped_train = _keep_labelled(train_records, labels, spec.name)
-    test_pool, dropped_test = _keep_labelled(test_records, labels, spec.name)
+    test_pool, dropped_test, _ = _keep_test(test_records, labels, spec.name,
+                                            protocol.unlabelled_test)
 
     rng = random.Random(task_seed(protocol.seed, spec.name, "test"))
     test = []
@@ -166,16 +276,11 @@ def apply_protocol(
     rng.shuffle(validation)
 
     val_wanted = protocol.val_fraction > 0 and protocol.val_per_class != 0
-    for split, examples, records, dropped, wanted in (
+    _check_not_empty(spec, (
         ("train", train, train_records, dropped_train, True),
         ("validation", validation, train_records, dropped_train, val_wanted),
         ("test", test, test_records, dropped_test, True),
-    ):
-        if wanted and not examples:
-            raise DataError(
-                f"task {spec.name}: {split} split is empty after sampling "
-                f"({len(records.examples)} records in {records.origin}, {dropped} dropped)"
-            )
+    ))
     return train, validation, test, {"train": dropped_train, "test": dropped_test}
 
 
@@ -187,7 +292,9 @@ def load_task(
     source: Source | None = None,
 ) -> TaskData:
     """Task `name` from `data_dir` (a benchmark folder) or from `source` (e.g. an `HFSource`),
-    sampled by `protocol` (default: the paper's, seed 42)."""
+    sampled by `protocol` (default: the paper's, seed 42). With `protocol.split == "auto"` and a
+    dev split in the source (a dev.json in the task folder) the given train / dev / test files are
+    used instead (module docstring)."""
     spec = get_task(name)
     protocol = protocol or DataProtocol()
     if source is None:
@@ -198,9 +305,19 @@ def load_task(
     instruction = source.instruction(spec)
     train_records = source.records(spec, "train")
     test_records = source.records(spec, "test")
-    train, validation, test, dropped = apply_protocol(
-        spec, labels, train_records, test_records, protocol
-    )
+    if protocol.split == "auto" and has_split(source, spec, "dev"):
+        dev_records = source.records(spec, "dev")
+        train, validation, test, dropped, unlabelled = apply_given_split(
+            spec, labels, train_records, dev_records, test_records, protocol
+        )
+        validation_origin = dev_records.origin
+    else:
+        train, validation, test, dropped = apply_protocol(
+            spec, labels, train_records, test_records, protocol
+        )
+        allowed = set(labels)
+        unlabelled = sum(e.label not in allowed for e in test)
+        validation_origin = train_records.origin
     return TaskData(
         spec=spec,
         labels=labels,
@@ -210,8 +327,9 @@ def load_task(
         test=test,
         sources={
             "train": train_records.origin,
-            "validation": train_records.origin,
+            "validation": validation_origin,
             "test": test_records.origin,
         },
         dropped=dropped,
+        unlabelled=unlabelled,
     )

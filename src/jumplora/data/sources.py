@@ -5,8 +5,10 @@ Both sources hand the protocol the same thing: for a task and a split ("train" o
 splitting then follow one code path (`jumplora.data.protocol`) whatever the source.
 
 Folder layout (O-LoRA's CL_Benchmark): ``<root>/<group>/<task>/{train,test,labels}.json`` and
-``<root>/instruction_config.json``. Each JSON file is read once per process (cached on path, mtime
-and size), because a run loads the same task several times.
+``<root>/instruction_config.json``; a task folder may also hold a ``dev.json`` (the JumpLoRA
+authors' CL_Benchmark_dev: their own train / dev / test split), read as the split "dev". Each JSON
+file is read once per process (cached on path, mtime and size), because a run loads the same task
+several times.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from jumplora.errors import DataError
 log = logging.getLogger("jumplora.data")
 
 DATA_ENV = "JUMPLORA_DATA"
-SPLITS = ("train", "test")
+SPLITS = ("train", "dev", "test")
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +55,12 @@ class Source(Protocol):
     def instruction(self, spec: TaskSpec) -> str | None: ...
 
     def records(self, spec: TaskSpec, split: str) -> SplitRecords: ...
+
+
+def has_split(source: Source, spec: TaskSpec, split: str) -> bool:
+    """Whether `source` holds `split` for the task (a source without `has_split`: train and test)."""
+    check = getattr(source, "has_split", None)
+    return bool(check(spec, split)) if check is not None else split in ("train", "test")
 
 
 def resolve_data_dir(arg: str | os.PathLike | None) -> Path:
@@ -200,6 +208,9 @@ class FolderSource:
             return spec.instruction
         return read_instructions(path).get(spec.group, spec.instruction)
 
+    def has_split(self, spec: TaskSpec, split: str) -> bool:
+        return split in SPLITS and (self.task_dir(spec) / f"{split}.json").is_file()
+
     def records(self, spec: TaskSpec, split: str) -> SplitRecords:
         if split not in SPLITS:
             raise DataError(f"task {spec.name}: unknown split {split!r}; valid: {', '.join(SPLITS)}")
@@ -284,10 +295,11 @@ def load_hf_split(
 class HFSource:
     """One task's splits as `datasets.Dataset` objects (or lists of row dicts).
 
-    `splits` maps "train" and "test" to datasets, e.g. ``datasets.load_dataset("json",
-    data_files=...)`` done by the caller on local files, or the GLUE validation split as "test" (as
-    O-LoRA does). `label_map` maps the label column's values to the task's label words; its words
-    must belong to the task's label set. Labels and instruction default to the registry's.
+    `splits` maps "train" and "test" (and optionally "dev", a given validation split) to datasets,
+    e.g. ``datasets.load_dataset("json", data_files=...)`` done by the caller on local files, or the
+    GLUE validation split as "test" (as O-LoRA does). `label_map` maps the label column's values to
+    the task's label words; its words must belong to the task's label set. Labels and instruction
+    default to the registry's.
     """
 
     def __init__(
@@ -348,6 +360,9 @@ class HFSource:
 
     def instruction(self, spec: TaskSpec) -> str | None:
         return self._instruction if self._instruction is not None else spec.instruction
+
+    def has_split(self, spec: TaskSpec, split: str) -> bool:
+        return split in self.splits
 
     def records(self, spec: TaskSpec, split: str) -> SplitRecords:
         origin = self.origins.get(split, f"datasets:{spec.name}/{split}")

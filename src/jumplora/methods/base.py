@@ -61,7 +61,17 @@ class Method:
             gated=self.config.gated,
             threshold_mode=self.config.threshold,
             bandwidth=self.config.bandwidth,
+            threshold_grad=self.config.threshold_grad,
+            threshold_init=self.config.threshold_init,
+            dropout=self.lora_dropout(),
         )
+
+    def lora_dropout(self) -> float:
+        """`lora_dropout` when set, else the authors' per method: their PEFT LoRA baselines (IncLoRA,
+        ELLA) use 0.1, their JumpLoRA layer none."""
+        if self.config.lora_dropout is not None:
+            return float(self.config.lora_dropout)
+        return 0.0 if self.config.gated else 0.1
 
     def stages(self, tasks: list[str]) -> list[list[str]]:
         return [[task] for task in tasks]

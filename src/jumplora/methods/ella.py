@@ -1,10 +1,18 @@
 """ELLA (Biswas et al., 2026): penalise the new update where past tasks already changed weights.
 
-    L = L_task + λ_t · Σ_matrices ‖ΔW ⊙ W_past‖²_F,   W_past ← W_past + ΔW_final after each task
+    L = L_task + λ_t · P,   W_past ← W_past + ΔW_final after each task   (Algorithm 1 lines 1, 16, 21)
 
-(Algorithm 1 lines 1, 16, 21; ΔW and W_past unscaled by β). With JumpLoRA the penalty uses ΔW
-before S_start and then ΔW_jump (`--ella-penalty sparse`, Algorithm 1) or ΔW_interp
-(`--ella-penalty interp`, §4.6).
+Two conventions for P (`--ella-scale`):
+- ``authors`` (their released code, for which Table 7's λ was tuned): the *scaled* update against the
+  sum of past scaled updates, averaged over the M matrices that have a past,
+      P = (1/M) · Σ_m ‖(β·ΔW_m) ⊙ W_past,m‖²_F,   W_past,m = Σ_past β·ΔW_final,m;
+- ``unscaled-sum``: P = Σ_m ‖ΔW_m ⊙ W_past,m‖²_F with ΔW and W_past unscaled by β. With one β for
+  every task this is β⁴/M times smaller than the authors' for the same λ (T5-large q/v: 256/144).
+
+With JumpLoRA the penalty uses ΔW before S_start and then ΔW_jump (`--ella-penalty sparse`,
+Algorithm 1, Table 1) or ΔW_interp (`--ella-penalty interp`, §4.6). The mask is a hard comparison
+(no gradient to τ, as the authors') unless `--ella-threshold-grad true` routes it through the
+JumpReLU pseudo-gradient.
 
 λ is per task: `ella_lambda` is "paper" (Table 7's values for the run's order), one number for
 every task, or a list with one value per task. The first task's λ is irrelevant (W_past = 0).
@@ -60,7 +68,7 @@ def lambdas_for(spec, order: str, n_tasks: int) -> list[float]:
 class ELLA(Method):
     def __init__(self, config):
         super().__init__(config)
-        self.past: dict[str, torch.Tensor] = {}  # module name -> W_past (unscaled ΔW_final sum)
+        self.past: dict[str, torch.Tensor] = {}  # module name -> W_past (sum of ΔW_final, scaled per ella_scale)
         self.lambdas: list[float] = []
         self.current_lambda = 0.0
 
@@ -79,20 +87,29 @@ class ELLA(Method):
         if self.current_lambda == 0.0 or not self.past:
             return {}
         which = self._which(ctx)
-        penalty = None
+        authors = self.config.ella_scale == "authors"
+        penalty, count = None, 0
         for name, layer in ctx.adapters.layers.items():
             past = self.past.get(name)
             if past is None:
                 continue
-            update = layer.current_update(which)
+            update = layer.current_update(which, threshold_grad=self.config.ella_threshold_grad)
+            if authors:
+                update = layer.scale * update
             term = (update * past.to(update.device)).pow(2).sum()
             penalty = term if penalty is None else penalty + term
-        return {"ella_penalty": self.current_lambda * penalty} if penalty is not None else {}
+            count += 1
+        if penalty is None:
+            return {}
+        if authors:
+            penalty = penalty / count
+        return {"ella_penalty": self.current_lambda * penalty}
 
     def after_task(self, ctx: TaskContext, update) -> None:
         for name, module_update in update.modules.items():
             device = ctx.model.get_submodule(name).weight.device
-            delta_final = (module_update.dense() / module_update.scale).to(device)
+            merged = module_update.dense()  # β·ΔW_final, as merged into the base weights
+            delta_final = (merged if self.config.ella_scale == "authors" else merged / module_update.scale).to(device)
             if name in self.past:
                 self.past[name] += delta_final
             else:
