@@ -386,6 +386,13 @@ def test_unlabelled_references_and_authors_match(scripted):
     assert authors.references == [ref for ref, _, _ in SCRIPT.values()]
     assert authors.predictions == [answer for _, answer, _ in SCRIPT.values()]
     assert authors.to_dict()["accuracy_labelled"] == authors.accuracy_labelled
+    # per example, in the original order, which answers counted (the generation ones in mode both)
+    from jumplora.evaluate import normalize_authors
+    expected = [normalize_authors(answer) == normalize_authors(ref) for ref, answer, _ in SCRIPT.values()]
+    assert authors.correct == expected and sum(expected) == 3
+    assert authors.correct_string == "".join("1" if hit else "0" for hit in expected)
+    rank_only = run(mode="rank", answer_match="authors")
+    assert rank_only.correct == [ref == ranked for ref, _, ranked in SCRIPT.values()]
     # no-punct: "Sports." hits; "-" normalises to nothing and never matches (not even "")
     legacy = run(mode="generate", answer_match="no-punct")
     assert legacy.accuracy == pytest.approx(100 * 3 / 6)

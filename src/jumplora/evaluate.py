@@ -96,6 +96,13 @@ class EvalResult:
     accuracy_labelled: float | None = None
     n_labelled: int | None = None
     accuracy_rank_labelled: float | None = None
+    # per example, in the original order: did the answer count as correct (for `accuracy`)
+    correct: list[bool] | None = None
+
+    @property
+    def correct_string(self) -> str:
+        """`correct` as "0"/"1" characters: one per test example, for paired bootstraps over runs."""
+        return "".join("1" if hit else "0" for hit in (self.correct or []))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -378,6 +385,7 @@ def evaluate_task(
 
     generated: dict[int, str] = {}
     ranked: dict[int, str] = {}
+    correct: dict[int, bool] = {}
     references: dict[int, str] = {}
     hits_gen = hits_rank = hits_gen_labelled = hits_rank_labelled = n_labelled = 0
 
@@ -408,6 +416,7 @@ def evaluate_task(
                     for i, key, known, answer in zip(index, keys, labelled, answers):
                         generated[i] = answer
                         hit = bool(key) and norm(answer) == key
+                        correct[i] = hit
                         hits_gen += hit
                         hits_gen_labelled += hit and known
                 if rank:
@@ -417,6 +426,8 @@ def evaluate_task(
                     for i, key, known, b in zip(index, keys, labelled, best):
                         ranked[i] = labels[b]
                         hit = known and normalized_labels[b] == key
+                        if not generate:
+                            correct[i] = hit
                         hits_rank += hit
                         hits_rank_labelled += hit
     finally:
@@ -443,4 +454,5 @@ def evaluate_task(
         accuracy_labelled=gen_labelled if generate else rank_labelled,
         n_labelled=n_labelled,
         accuracy_rank_labelled=rank_labelled,
+        correct=_in_order(correct),
     )

@@ -131,6 +131,8 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
             "accuracy": {task: r.accuracy for task, r in evaluations.items()},
             # on the test records whose label is in the label set (differs for MNLI's '-' records)
             "accuracy_labelled": {task: r.accuracy_labelled for task, r in evaluations.items()},
+            # per test example (data.json's test order), "1" = correct: for paired bootstraps
+            "correct": {task: r.correct_string for task, r in evaluations.items()},
             "accuracy_rank": {task: r.accuracy_rank for task, r in evaluations.items()}
             if config.eval_mode == "both" else None,
         })
