@@ -563,7 +563,7 @@ def test_paired_table_differences_seed_by_seed(tmp_path):
     table = {t.name: t for t in report.tables}["paired"]
     # OA differences +3, -1 (seed 44 has no IncLoRA run): mean 1, sample std sqrt(8); BWT +4, +1
     assert table.rows == [[
-        "JumpLoRA + IncLoRA − IncLoRA", "Order 4", "42, 43", f"1.00 ± {math.sqrt(8):.2f}",
+        "JumpLoRA + IncLoRA − IncLoRA", "Order 4", "42, 43", f"1.00 ± {math.sqrt(8):.2f}", "n/a",
         f"2.50 ± {math.sqrt(4.5):.2f}", f"0.25 ± {math.sqrt(1.125):.2f}", "3.00", "1 of 2 seeds"]]
     csv_row = dict(zip(table.csv_columns, table.csv_rows[0]))
     assert csv_row["n"] == 2 and csv_row["oa_wins"] == 1

@@ -8,10 +8,15 @@ Defaults are the paper's (§4.4) except where the field says why not.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 import os
+import re
+import types
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -123,23 +128,39 @@ class RunConfig:
     progress: bool = _opt(True, "show progress bars")
 
     def __post_init__(self):
-        from jumplora.methods import parse_method
+        # every value is checked here, where the configuration is built: a bad one fails in one line
+        # before any data or model is loaded, not minutes into the run
+        from jumplora.data import resolve_order
+        from jumplora.methods import canonical_method
 
-        parse_method(self.method)  # unknown names fail here, before any work
+        self.method = canonical_method(self.method)  # "JumpLoRA" is stored as "jumplora"
+        for name, hint in _field_types().items():
+            setattr(self, name, _typed(name, hint, getattr(self, name)))
         for name in [f.name for f in dataclasses.fields(self) if "choices" in f.metadata]:
             choices = self.field_meta(name).get("choices")
             if getattr(self, name) not in choices:
                 raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(self, name)!r}")
+        for name, (accepts, what) in _RANGES.items():
+            value = getattr(self, name)
+            if value is not None and not accepts(value):
+                raise ConfigError(f"{name} must be {what}, got {value!r}")
         if self.batch_size % self.micro_batch_size:
             raise ConfigError(
                 f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
             )
-        for name in ("s_start", "s_final"):
-            value = getattr(self, name)
-            if isinstance(value, float) and value.is_integer() and value > 1:
-                setattr(self, name, int(value))  # 50.0 from YAML means step 50
+        resolve_order(self.order)  # an unknown task or a missing order file fails here
+        self._check_method_options()
         if self.threshold == "table1":
             self.threshold = table1_threshold(self.method, self.order)
+
+    def _check_method_options(self) -> None:
+        from jumplora.methods import parse_method
+        from jumplora.methods.ella import lambdas_for
+
+        if parse_method(self.method)[0] == "ella":
+            lambdas = lambdas_for(self.ella_lambda, self.order, len(self.task_list))
+            if not all(math.isfinite(v) and v >= 0 for v in lambdas):
+                raise ConfigError(f"ella_lambda must be 'paper' or numbers >= 0, got {self.ella_lambda!r}")
 
     # derived -----------------------------------------------------------------------------------
     @property
@@ -191,6 +212,151 @@ class RunConfig:
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
         return cls.from_dict(read_yaml(path), source=str(path))
+
+
+# -- checking values ---------------------------------------------------------------------------------
+# Each option's type comes from its annotation; a YAML string or a command-line string of the right
+# kind is converted ("1e-3" is a string to YAML, a number here), anything else is refused naming the
+# option. The ranges below then say which values make a run.
+
+STEP_FIELDS = ("s_start", "s_final")  # a fraction (float) or an absolute step (int)
+
+
+@functools.cache
+def _field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(RunConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(RunConfig)}
+
+
+def _typed(name: str, hint: Any, value: Any) -> Any:
+    optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
+    base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{name} must be set, got nothing (null)")
+    if name in STEP_FIELDS:
+        return _step(name, value)
+    if base is bool:
+        return _as_bool(name, value)
+    if base is int:
+        return _as_int(name, value)
+    if base is float:
+        return _as_float(name, value)
+    if base is str:
+        return _as_str(name, value)
+    return _as_names(name, value)  # list[str]
+
+
+_INTEGER = re.compile(r"[+-]?\d+")
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def _as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
+def _as_int(name: str, value: Any) -> int:
+    if isinstance(value, str) and _INTEGER.fullmatch(value.strip()):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)  # 32.0 from YAML
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"{name} must be a whole number, got {value!r}")
+
+
+def _as_float(name: str, value: Any) -> float:
+    number = None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+    if number is None:
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(number):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return number
+
+
+def _as_str(name: str, value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)  # order: 2, ella_lambda: 100 in YAML
+    raise ConfigError(f"{name} must be a string, got {value!r}")
+
+
+def _as_names(name: str, value: Any) -> list[str]:
+    names = [t.strip() for t in value.split(",")] if isinstance(value, str) else value
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ConfigError(f"{name} must be a list of names, got {value!r}")
+    if not names:
+        raise ConfigError(f"{name} must name at least one module (or be left unset), got {value!r}")
+    return [n.strip() for n in names]
+
+
+def _step(name: str, value: Any) -> float | int:
+    """S_start / S_final: a fraction of the task's steps in [0, 1] (float) or a step number (int);
+    a string as on the command line ('0.2' is a fraction, '50' a step), 50.0 from YAML is step 50."""
+    if isinstance(value, str):
+        text = value.strip()
+        value = _as_float(name, text) if any(c in text for c in ".eE") else _as_int(name, text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a fraction in [0, 1] or a step number, got {value!r}")
+    if isinstance(value, float) and value.is_integer() and value > 1:
+        value = int(value)
+    if isinstance(value, float) and not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} as a fraction of the task's steps must lie in [0, 1], got {value!r}")
+    if isinstance(value, int) and value < 0:
+        raise ConfigError(f"{name} as a step number must be >= 0, got {value!r}")
+    return value
+
+
+def _at_least(low: int) -> tuple[Callable[[Any], bool], str]:
+    return (lambda v: v >= low), f">= {low}"
+
+
+_POSITIVE = (lambda v: v > 0, "> 0")
+_NON_NEGATIVE = (lambda v: v >= 0, ">= 0")
+_BELOW_ONE = (lambda v: 0 <= v < 1, "in [0, 1)")
+
+# option -> (accepts, what it must be); None always passes (an unset optional value)
+_RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "seed": _at_least(0),
+    "train_per_class": _at_least(1),  # 0 would train nothing
+    "val_per_class": _at_least(0),
+    "test_per_class": _at_least(1),
+    "max_input_tokens": _at_least(1),
+    "max_target_tokens": _at_least(1),
+    "rank": _at_least(1),
+    "alpha": _POSITIVE,
+    "lora_dropout": _BELOW_ONE,
+    "bandwidth": _POSITIVE,
+    "ewc_lambda": _NON_NEGATIVE,
+    "ewc_fisher_batches": _at_least(1),
+    "olora_lambda": _NON_NEGATIVE,
+    "olora_l2": _NON_NEGATIVE,
+    "lori_sparsity": _BELOW_ONE,
+    "learning_rate": _POSITIVE,
+    "warmup_steps": _at_least(0),
+    "weight_decay": _NON_NEGATIVE,
+    "batch_size": _at_least(1),
+    "micro_batch_size": _at_least(1),
+    "epochs": _at_least(1),  # 0 would train nothing and report a finished run
+    "max_steps_per_task": _at_least(1),
+    "max_grad_norm": _NON_NEGATIVE,  # 0 disables clipping
+    "eval_batch_size": _at_least(1),
+    "max_new_tokens": _at_least(1),
+    "model_kind": (lambda v: v in ("seq2seq", "causal"), "seq2seq or causal"),
+}
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:

@@ -19,3 +19,11 @@ class ConfigError(UserError):
 
 class TrainingError(UserError):
     """Training cannot go on (a NaN or infinite loss); earlier results are kept."""
+
+
+class RunDirectoryError(UserError):
+    """A run directory's file is missing, damaged or not what the run needs to continue."""
+
+
+class WriteError(UserError):
+    """A file cannot be written (a full disk, a read-only folder); nothing half-written is left."""

@@ -15,10 +15,10 @@ The base model comes back in eval mode with every parameter frozen: only adapter
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.metadata
 import importlib.util
-import json
 import logging
 import os
 import shutil
@@ -32,6 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from jumplora.atomic import atomic_write_json
 from jumplora.errors import UserError
 
 logger = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def convert_default_model(cache_dir: str | os.PathLike | None = None) -> Path:
             "seconds": round(time.perf_counter() - start, 2),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
-        (tmp / MARKER).write_text(json.dumps(info, indent=2) + "\n")
+        atomic_write_json(tmp / MARKER, info)
         _move_into_place(tmp, target)
     finally:
         if tmp.exists():
@@ -331,8 +332,9 @@ def load_model(
     cache_dir: str | os.PathLike | None = None,
     target_modules: Sequence[str] | str | None = None,
     offline: bool | None = None,
+    progress: bool = True,
 ) -> LoadedModel:
-    """Load a frozen base model and its tokenizer.
+    """Load a frozen base model and its tokenizer; ``progress=False`` hides transformers' bars.
 
     ``offline`` (default: the ``HF_HUB_OFFLINE`` environment variable, read at call time)
     restricts a model id to the local Hugging Face cache, so no hub is contacted.
@@ -343,6 +345,27 @@ def load_model(
     for architectures with a fused query/key/value projection); either way they are checked to
     exist in the model.
     """
+    with _progress_bars(progress):
+        return _load_model(name_or_path, kind=kind, dtype=dtype, cache_dir=cache_dir,
+                           target_modules=target_modules, offline=offline)
+
+
+@contextlib.contextmanager
+def _progress_bars(enabled: bool):
+    """transformers' own bars ("Loading weights") on or off for the duration, as they were afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    if not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was and not enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load_model(name_or_path, *, kind, dtype, cache_dir, target_modules, offline) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if kind is not None and kind not in KINDS:

@@ -6,7 +6,6 @@ JumpLoRA schedule. CL methods plug in through the hooks of `jumplora.methods.bas
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import resource
@@ -18,14 +17,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from jumplora.config import RunConfig, with_legacy_values
-from jumplora.data import DataProtocol, load_task, task_seed
-from jumplora.errors import ConfigError, TrainingError
+from jumplora.config import RunConfig
+from jumplora.data import DataProtocol, FolderSource, load_task, task_seed
+from jumplora.errors import ConfigError, RunDirectoryError, TrainingError
 from jumplora.evaluate import evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
 from jumplora.methods import Method, TaskContext, build_method
 from jumplora.metrics import compute_metrics
-from jumplora.rundir import RunDirectory, atomic_write_json
+from jumplora.rundir import Resume, RunDirectory, atomic_write_json, file_digests, find_single_run
 from jumplora.schedule import JumpSchedule
 from jumplora.updates import TaskUpdate
 
@@ -36,6 +35,7 @@ class RunResult:
     tasks: list[str]
     accuracy_matrix: list[list[float]]
     metrics: dict[str, Any]
+    already_finished: bool = False  # the directory held a finished run: it was read, not written
 
 
 def run_continual(config: RunConfig, loaded=None) -> RunResult:
@@ -49,13 +49,15 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
 
     started = time.time()
     tasks = config.task_list
+    _check_precision(config)
+    if config.single_dir:
+        find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
     run = RunDirectory.open(config, tasks)
-    accelerator = _accelerator(config)
-    if loaded is None:
-        loaded = load_model(config.model, kind=config.model_kind)
-    model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
-    targets = tuple(config.target_modules or loaded.target_modules)
+    if run.finished:
+        return _finished_result(run, config, tasks)
 
+    # everything that can be refused is checked before the model loads: the data, what the run
+    # directory holds of the finished tasks
     protocol = DataProtocol(
         seed=config.seed, test_per_class=config.test_per_class, train_per_class=config.train_per_class,
         val_per_class=config.val_per_class, max_input_tokens=config.max_input_tokens,
@@ -63,19 +65,27 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
     )
     data_dir = config.resolved_data_dir
     data = {task: load_task(task, data_dir, protocol) for task in tasks}
-    atomic_write_json(run.path / "data.json", _data_summary(data, protocol))
+    run.record_data(_data_summary(data, protocol, data_dir))
+    method = build_method(config)
+    stages = method.stages(tasks)
+    resume = run.resume_point(stages, _matrix_files(config))
+    run.begin_attempt()
+
+    accelerator = _accelerator(config)
+    if loaded is None:
+        loaded = load_model(config.model, kind=config.model_kind, progress=config.progress)
+    model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
+    targets = tuple(config.target_modules or loaded.target_modules)
 
     def eval_batches(task):
         return make_eval_batches(data[task].test, data[task], tokenizer, kind, config.eval_batch_size,
                                  config.max_input_tokens, header=config.prompt_header,
                                  prompt_style=config.prompt_style)
 
-    method = build_method(config)
     ctx = TaskContext(model=model, config=config, kind=kind)
     method.setup(ctx)
-    matrices = {name: run.read_accuracy_matrix(name) for name in _matrix_files(config)}
-    stages = method.stages(tasks)
-    done = _restore(run, method, model, stages)
+    matrices = resume.matrices
+    done = _restore(run, method, model, stages, resume)
     logger = _Logger(config, run.path)
 
     for index in range(done, len(stages)):
@@ -119,12 +129,13 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
         if not method.keeps_updates:
             update.remove_from(model)
 
-        # save: every file of the task first, state.json last (the task counts as done only then)
+        # save: every file of the task first, then state.json (the task counts as done only then),
+        # then the deletion of what that made obsolete; a kill between any two leaves a resumable run
         update.save(run.update_path(index, name))
         run.save_method_state(index, method.state_dict())
         for file, matrix in matrices.items():
             run.write_accuracy_matrix(matrix, file)
-        run.append_losses(records, keep_tasks=_tasks_before(stages, index))
+        run.append_losses(records, finished=["+".join(s) for s in stages[:index]])
         atomic_write_json(run.task_record_path(index, name), {
             "task": name, "steps": len(records), "wall_time_s": round(time.time() - stage_started, 2),
             "thresholds": update.thresholds, "sparsity": update.sparsity(),
@@ -137,6 +148,7 @@ def run_continual(config: RunConfig, loaded=None) -> RunResult:
             if config.eval_mode == "both" else None,
         })
         run.mark_completed(index + 1)
+        run.remove_obsolete_method_states(index)
         logger.task_done(name, evaluations, update)
 
     metrics = _final_metrics(run, config, tasks, stages, matrices, started)
@@ -158,6 +170,8 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
     steps = _optimiser_steps(ctx.train_batches, config.batch_size // config.micro_batch_size)
     if config.max_steps_per_task:
         steps = steps[: config.max_steps_per_task]
+    if not steps:  # RunConfig and the data protocol refuse what leads here; never report an untrained task
+        raise TrainingError(f"task {ctx.task}: no training batch, nothing to train")
     schedule = JumpSchedule.for_task(len(steps), config.s_start, config.s_final, rounding=config.schedule_rounding)
     ctx.schedule = schedule
     trainable = [p for p in adapters.parameters() if p.requires_grad]
@@ -172,7 +186,7 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
         ctx.step = step
         if adapters.thresholds:
             if schedule.initializes_threshold(step):
-                adapters.init_thresholds()
+                _init_thresholds(adapters, ctx.task, step)
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
         sums: dict[str, float] = {}
@@ -201,7 +215,8 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
                     parameter.grad = torch.zeros_like(parameter)
         if config.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        optimizer.step()
+        _optimiser_step(optimizer, ctx.task, step)
+        _check_finite(trainable, ctx.task, step)
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         record = {"task": ctx.task, "step": step, "loss": sum(sums.values()), **sums,
@@ -214,10 +229,38 @@ def train_task(ctx: TaskContext, method: Method, adapters: AdapterSet, accelerat
         logger.step(record, bar)
     if adapters.thresholds and not schedule.reaches_start:
         # too few steps to reach S_start: τ from the trained ΔW so the merge is sparse (schedule.py)
-        adapters.init_thresholds()
+        _init_thresholds(adapters, ctx.task, len(steps))
         adapters.set_gamma(1.0)
     model.eval()
     return records
+
+
+_DIVERGED = "lower --learning-rate or keep --max-grad-norm; earlier tasks' results are kept in the run directory"
+
+
+def _optimiser_step(optimizer, task: str, step: int) -> None:
+    try:
+        optimizer.step()
+    except RuntimeError as error:
+        if "overflow" not in str(error):
+            raise
+        # AdamW's update does not fit in a float (a learning rate near 1e38)
+        raise TrainingError(f"task {task}: the optimiser step {step} overflowed ({error}); {_DIVERGED}") from None
+
+
+def _check_finite(parameters: list[torch.Tensor], task: str, step: int) -> None:
+    """A divergence (a NaN or infinite gradient, an overflowing update) stops here, with the step, rather than
+    later as a less telling error (the threshold initialisation's, the next forward's)."""
+    if not bool(torch.stack([torch.isfinite(p).all() for p in parameters]).all()):
+        raise TrainingError(f"task {task}: training diverged at step {step} (the adapter weights are no longer "
+                            f"finite); {_DIVERGED}")
+
+
+def _init_thresholds(adapters: AdapterSet, task: str, step: int) -> None:
+    try:
+        adapters.init_thresholds()
+    except ValueError as error:  # τ from a ΔW that overflowed
+        raise TrainingError(f"task {task}: training diverged before step {step} ({error}); {_DIVERGED}") from None
 
 
 def task_loss(model, batch: dict[str, torch.Tensor], kind: str, reduction: str = "mean") -> torch.Tensor:
@@ -263,13 +306,17 @@ def _optimiser_steps(batches: list[dict], accumulation: int) -> list[list[dict]]
 # helpers -------------------------------------------------------------------------------------------
 
 
+def _check_precision(config: RunConfig) -> None:
+    """The one option that depends on the machine, so RunConfig cannot check it."""
+    if config.precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
+
+
 def _accelerator(config: RunConfig):
     from accelerate import Accelerator
 
     use_cpu = not torch.cuda.is_available()
     precision = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[config.precision]
-    if use_cpu and precision == "fp16":
-        raise ConfigError("precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
     from accelerate.state import AcceleratorState
 
     state = AcceleratorState._shared_state
@@ -329,35 +376,44 @@ def _matrix_files(config: RunConfig) -> list[str]:
     return ["accuracy_matrix.csv"] + (["accuracy_matrix_rank.csv"] if config.eval_mode == "both" else [])
 
 
-def _tasks_before(stages: list[list[str]], index: int) -> int:
-    return sum(len(stage) for stage in stages[:index])
-
-
-def _restore(run: RunDirectory, method: Method, model, stages: list[list[str]]) -> int:
+def _restore(run: RunDirectory, method: Method, model, stages: list[list[str]], resume: Resume) -> int:
     """Bring model and method back to the end of the last finished task; return how many stages."""
-    done = run.completed
-    if done > len(stages):
-        raise ConfigError(f"{run.path}: state.json says {done} tasks are done, the order has {len(stages)}")
-    for index in range(done):
+    for index in range(resume.completed):
         name = "+".join(stages[index])
-        path = run.update_path(index, name)
-        if not path.exists():
-            raise ConfigError(f"{run.path}: cannot resume, {path.name} is missing")
         if method.keeps_updates:
-            TaskUpdate.load(path).apply(model)
-    if done:
-        state = torch.load(run.method_state_path(done - 1), map_location="cpu", weights_only=False)
-        method.load_state_dict(state)
-    return done
+            try:
+                run.load_update(index, name).apply(model)
+            except (KeyError, ValueError) as error:  # a module or shape the model lacks
+                raise RunDirectoryError(
+                    f"{run.update_path(index, name)} does not fit the model ({error}); did the model change "
+                    "since the run began? Resume with the same model, or use another --output-dir"
+                ) from None
+    if resume.method_state is not None:
+        method.load_state_dict(resume.method_state)
+    if resume.completed:  # a kill after state.json but before the deletion of the older states
+        run.remove_obsolete_method_states(resume.completed - 1)
+    return resume.completed
 
 
-def _data_summary(data: dict, protocol: DataProtocol) -> dict:
+def _finished_result(run: RunDirectory, config: RunConfig, tasks: list[str]) -> RunResult:
+    """A finished run as its files hold it: nothing is loaded, trained or written."""
+    stages = build_method(config).stages(tasks)
+    records = [run.read_task_record(i, "+".join(s)) if run.task_record_path(i, "+".join(s)).is_file() else {}
+               for i, s in enumerate(stages)]
+    matrix = run.read_matrix(stages, records, "accuracy_matrix.csv")
+    return RunResult(run.path, tasks, matrix, run.read_json("metrics.json"), already_finished=True)
+
+
+def _data_summary(data: dict, protocol: DataProtocol, data_dir: Path) -> dict:
+    """data.json: per task what the protocol made of it, and the sha256 of every file it read."""
+    source = FolderSource(data_dir)
     return {
         "protocol": protocol.to_dict(),
         "tasks": {
             name: {
                 "group": task.spec.group, "labels": list(task.labels), "counts": task.counts(),
                 "dropped": dict(task.dropped), "sources": {k: str(v) for k, v in task.sources.items()},
+                "files": file_digests(data_dir, source.files_read(task.spec, task.sources.values())),
             }
             for name, task in data.items()
         },
@@ -366,7 +422,7 @@ def _data_summary(data: dict, protocol: DataProtocol) -> dict:
 
 def _final_metrics(run, config, tasks, stages, matrices, started) -> dict:
     matrix = matrices["accuracy_matrix.csv"]
-    single, source = _single_accuracies(config, run.path) if config.method.split("+")[-1] != "single" else (None, None)
+    single, source = find_single_run(config, run.path) if config.method.split("+")[-1] != "single" else (None, None)
     metrics: dict[str, Any] = {"method": config.method, "order": config.order, "tasks": tasks, "seed": config.seed}
     try:
         metrics.update(compute_metrics(matrix, tasks, single=single))
@@ -378,7 +434,7 @@ def _final_metrics(run, config, tasks, stages, matrices, started) -> dict:
             metrics["rank"] = {k: rank[k] for k in ("OA", "BWT")}
         except ValueError:
             pass
-    records = [json.loads(run.task_record_path(i, "+".join(s)).read_text()) for i, s in enumerate(stages)]
+    records = [run.read_task_record(i, "+".join(s)) for i, s in enumerate(stages)]
     metrics["sparsity"] = {record["task"]: record["sparsity"] for record in records}
     metrics["fwt_reference"] = source
     metrics["wall_time_s"] = round(sum(record["wall_time_s"] for record in records), 1)
@@ -391,38 +447,6 @@ def _partial_metrics(matrix, tasks) -> dict:
     defined = [v for v in final if not math.isnan(v)]
     oa = sum(defined) / len(defined) if len(defined) == len(tasks) else None
     return {"OA": oa, "BWT": None, "FWT": None, "FWT_final": None, "forgetting": {}}
-
-
-_SCALE_KEYS = ("model", "model_kind", "target_modules", "train_per_class", "val_per_class", "test_per_class",
-               "max_input_tokens", "prompt_header", "rank", "alpha", "learning_rate", "warmup_steps",
-               "weight_decay", "batch_size", "epochs", "max_steps_per_task", "precision", "eval_mode", "seed",
-               "split", "unlabelled_test", "max_target_tokens", "prompt_style", "batching", "lora_dropout",
-               "max_grad_norm", "loss_mean", "max_new_tokens", "answer_match")
-
-
-def _single_accuracies(config: RunConfig, run_path: Path) -> tuple[dict | None, str | None]:
-    """a_0,i by task name from a finished `single` run of the same model, scale and seed."""
-    import yaml
-
-    candidates = [Path(config.single_dir)] if config.single_dir else sorted(run_path.resolve().parent.iterdir())
-    mine = config.to_dict()
-    for folder in candidates:
-        try:
-            other = with_legacy_values(yaml.safe_load((folder / "config.yaml").read_text()))
-            state = json.loads((folder / "state.json").read_text())
-        except (OSError, ValueError):
-            if config.single_dir:
-                raise ConfigError(f"--single-dir {folder} is not a finished run directory") from None
-            continue
-        if other.get("method") != "single" or not state.get("finished"):
-            continue
-        if any(other.get(k) != mine.get(k) for k in _SCALE_KEYS):
-            if config.single_dir:
-                raise ConfigError(f"--single-dir {folder} was run with another model, scale or seed")
-            continue
-        rows = RunDirectory(folder, config, state["tasks"]).read_accuracy_matrix()
-        return {task: rows[i][i] for i, task in enumerate(state["tasks"])}, str(folder)
-    return None, None
 
 
 def _peak_memory_mb() -> float:

@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
+
+from jumplora.atomic import atomic_save_safetensors
 
 
 @dataclass
@@ -96,7 +98,7 @@ class TaskUpdate:
         self.apply(model, sign=-1.0)
 
     def save(self, path: str | os.PathLike) -> None:
-        """Write atomically: a crash never leaves a half-written update behind."""
+        """Write atomically (`jumplora.atomic`): a crash never leaves a half-written update behind."""
         tensors: dict[str, torch.Tensor] = {}
         shapes, scales = {}, {}
         for name, update in self.modules.items():
@@ -114,11 +116,7 @@ class TaskUpdate:
             "scales": json.dumps(scales),
             "thresholds": json.dumps(self.thresholds),
         }
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, path)
+        atomic_save_safetensors(path, tensors, metadata)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "TaskUpdate":

@@ -2,28 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
+from jumplora.atomic import atomic_write_text  # noqa: F401  (the one atomic writer, for report.py)
 from jumplora.errors import UserError
-
-
-def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    path = Path(path)
-    tmp = temporary_path(path)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
 
 
 def prepare_output_dir(out: str | Path, runs) -> Path:

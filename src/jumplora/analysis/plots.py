@@ -12,16 +12,15 @@ every figure; variants of one method share its colour and differ in line style.
 
 from __future__ import annotations
 
-import os
 import textwrap
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from jumplora.analysis.files import temporary_path
 from jumplora.analysis.layers import stack_label
 from jumplora.analysis.rundir import Run, order_label
+from jumplora.atomic import atomic_write
 from jumplora.errors import UserError
 
 METHOD_COLOURS = {
@@ -77,14 +76,7 @@ def save_figure(figure, out: Path, stem: str, formats=("png", "svg")) -> list[Pa
     written = []
     for fmt in formats:
         path = Path(out) / f"{stem}.{fmt}"
-        tmp = temporary_path(path)
-        try:
-            figure.savefig(tmp, format=fmt, dpi=figure.dpi)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-        written.append(path)
+        written.append(atomic_write(path, lambda tmp: figure.savefig(tmp, format=fmt, dpi=figure.dpi)))
     return written
 
 

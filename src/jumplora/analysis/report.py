@@ -21,16 +21,18 @@ import csv
 import io
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from jumplora.analysis import paper
+from jumplora.analysis.bootstrap import final_correct, paired_oa_bootstrap
 from jumplora.analysis.files import atomic_write_text
 from jumplora.analysis.groups import (
     ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_sort_key, row_label,
     varying_keys,
 )
-from jumplora.analysis.rundir import JUMP_LABELS, LOSSES, Run, benchmark_of, config_get, order_label
+from jumplora.analysis.rundir import JUMP_LABELS, LOSSES, Run, RunWarning, benchmark_of, config_get, order_label
 from jumplora.analysis.stats import run_stats
 
 BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
@@ -386,10 +388,26 @@ def _difference(run: Run, base: Run, key: str) -> float | None:
     return None if _missing(value) or _missing(base_value) else value - base_value
 
 
+def _oa_interval(pairs) -> tuple[float, float] | None:
+    """The paired test-set bootstrap's 95 % interval of Δ OA (analysis/bootstrap.py), if every run kept
+    its per-example results."""
+    correct = [(final_correct(j.path, j.tasks), final_correct(b.path, b.tasks)) for j, b in pairs]
+    if any(j is None or b is None for j, b in correct):
+        return None
+    try:
+        _, lower, upper = paired_oa_bootstrap(correct)
+    except ValueError as error:
+        warnings.warn(f"paired bootstrap left out: {error}", RunWarning, stacklevel=2)
+        return None
+    return lower, upper
+
+
 def table_paired(groups: list[Group]) -> Table:
-    columns = ["Comparison", "Order", "Seeds", "Δ OA", "Δ BWT", "Δ FWT (§4.2)", "Δ FWT (script)", "OA higher in"]
+    columns = ["Comparison", "Order", "Seeds", "Δ OA", "Δ OA 95 % CI (test bootstrap)", "Δ BWT", "Δ FWT (§4.2)",
+               "Δ FWT (script)", "OA higher in"]
     csv_columns = ["jumplora", "base", "order", "n"] + [f"delta_{k}_{p}" for k in METRIC_KEYS
-                                                        for p in ("mean", "std")] + ["oa_wins"]
+                                                        for p in ("mean", "std")] + ["oa_wins", "delta_OA_ci_low",
+                                                                                     "delta_OA_ci_high"]
     rows, csv_rows = [], []
     for jump in groups:
         if jump.method not in JUMP_LABELS:
@@ -405,20 +423,24 @@ def table_paired(groups: list[Group]) -> Table:
         differences = {key: [_difference(j, b, key) for j, b in pairs] for key in METRIC_KEYS}
         stats = {key: Stat.of(values) for key, values in differences.items()}
         wins = sum(d is not None and d > 0 for d in differences["OA"])
+        interval = _oa_interval(pairs)
+        shown = [fmt_stat(stats[k], 2) for k in METRIC_KEYS]
+        shown.insert(1, f"[{interval[0]:+.2f}, {interval[1]:+.2f}]" if interval else "n/a")
         rows.append([f"{jump.label} − {base.label}", order_label(jump.order),
-                     ", ".join(str(j.seed) for j, _ in pairs)]
-                    + [fmt_stat(stats[k], 2) for k in METRIC_KEYS] + [f"{wins} of {len(pairs)} seeds"])
+                     ", ".join(str(j.seed) for j, _ in pairs)] + shown + [f"{wins} of {len(pairs)} seeds"])
         csv_row = [jump.label, base.label, jump.order, len(pairs)]
         for key in METRIC_KEYS:
             csv_row += [stats[key].mean, stats[key].std]
-        csv_rows.append(csv_row + [wins])
+        csv_rows.append(csv_row + [wins] + (list(interval) if interval else [None, None]))
     caption = (
         "Each JumpLoRA variant minus its base method, run by run on the same seed, then the mean ± sample "
         "standard deviation (ddof = 1) of these differences. Runs of one seed train and test on the same "
         "examples (the data sample depends on the seed only), so a paired difference removes the part of the "
         "seed-to-seed spread that comes from which examples were drawn, which moves both runs alike. Finished "
         "runs whose seed both methods have only. Where both runs of a seed use the same single run, Δ FWT (script) "
-        "equals Δ OA."
+        "equals Δ OA. The 95 % interval of Δ OA resamples the test examples of every task, the same ones for both "
+        "runs of a seed (a paired bootstrap, 10,000 replicates), and averages the seeds replicate by replicate: it "
+        "is the test-set sampling part of the uncertainty (n/a for runs made before per-example results were kept)."
     )
     return Table("paired", "JumpLoRA against its base method, seed by seed", caption, columns, rows,
                  csv_columns, csv_rows, "(no JumpLoRA run with a base-method run of the same order and seed)")

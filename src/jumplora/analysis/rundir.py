@@ -241,20 +241,25 @@ class Run:
         found = None
         reference = self.fwt_reference()
         recorded = self.metrics.get("fwt_reference")
+        unusable = None
         if reference is None:
             if recorded:
-                warnings.warn(f"{self.path}: fwt_reference {recorded} is not a run directory (nor is "
-                              f"{self.path.parent / Path(str(recorded)).name}); FWT_final left out",
-                              RunWarning, stacklevel=3)
+                unusable = (f"fwt_reference {recorded} is not a run directory (nor is "
+                            f"{self.path.parent / Path(str(recorded)).name})")
         else:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RunWarning)
-                single = load_run(reference)
-            if not single.finished:
-                warnings.warn(f"{self.path}: fwt_reference {reference} is unfinished; FWT_final left out",
-                              RunWarning, stacklevel=3)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RunWarning)
+                    single = load_run(reference)
+            except UserError as error:  # a broken reference costs FWT_final, never the whole report
+                unusable = f"fwt_reference {reference} cannot be read ({error})"
             else:
-                found = {task: float(single.accuracy[i, i]) for i, task in enumerate(single.tasks)}
+                if single.finished:
+                    found = {task: float(single.accuracy[i, i]) for i, task in enumerate(single.tasks)}
+                else:
+                    unusable = f"fwt_reference {reference} is unfinished"
+        if unusable:
+            warnings.warn(f"{self.path}: {unusable}; FWT_final left out", RunWarning, stacklevel=3)
         self._cache["single"] = found
         return found
 

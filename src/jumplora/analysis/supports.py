@@ -26,6 +26,7 @@ import torch
 from jumplora.analysis.layers import parse_layer, select_modules
 from jumplora.analysis.overlap import PackedSupport
 from jumplora.analysis.rundir import SUPPORTS
+from jumplora.atomic import atomic_save_safetensors
 from jumplora.errors import UserError
 
 
@@ -77,8 +78,6 @@ class CompactUpdate:
 
 def write_supports(run, layer: str | int = "middle") -> list[Path]:
     """Write `supports/NN-TASK.safetensors` for every task of `run` that has a sparse update."""
-    from safetensors.torch import save_file
-
     layer = parse_layer(layer)
     written = []
     for index, path in enumerate(run.update_paths):
@@ -98,12 +97,7 @@ def write_supports(run, layer: str | int = "middle") -> list[Path]:
             "counts": json.dumps({n: m.nonzeros() for n, m in update.modules.items()}),
             "thresholds": json.dumps(update.thresholds),
         }
-        out = run.path / SUPPORTS / path.name
-        out.parent.mkdir(exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.replace(tmp, out)
-        written.append(out)
+        written.append(atomic_save_safetensors(run.path / SUPPORTS / path.name, tensors, metadata))
     if not written:
         raise UserError(f"{run.path}: no update files under updates/ to compact")
     return written

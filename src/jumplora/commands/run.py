@@ -5,27 +5,15 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import sys
 import typing
+import warnings
 
 from jumplora.config import RunConfig, read_yaml
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
-
-
-def _parse_step(text: str) -> float | int:
-    """S_start / S_final: '0.2' is a fraction of the task's steps, '50' an absolute step."""
-    return float(text) if any(c in text for c in ".eE") else int(text)
-
-
-def _bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
 
 
 def register(subparsers) -> None:
@@ -38,23 +26,17 @@ def register(subparsers) -> None:
         "same command continues an interrupted run.",
     )
     parser.add_argument("--config", metavar="YAML", help="read options from this YAML file (default: none)")
+    # values stay strings here: RunConfig converts and checks them, so that a bad one gives the same
+    # one-line message from a flag as from the YAML file
     hints = typing.get_type_hints(RunConfig)
     for field in dataclasses.fields(RunConfig):
         meta = field.metadata
         kwargs: dict = {"dest": field.name, "default": argparse.SUPPRESS,
                         "help": f"{meta['help']} (default: {field.default})"}
-        hint = hints[field.name]
-        if field.name in ("s_start", "s_final"):
-            kwargs["type"] = _parse_step
-        elif hint is bool:
-            kwargs["type"] = _bool
+        if hints[field.name] is bool:
             kwargs["metavar"] = "BOOL"
         elif "nargs" in meta:
             kwargs["nargs"] = meta["nargs"]
-        elif hint in (int, int | None):
-            kwargs["type"] = int
-        elif hint in (float, float | None):
-            kwargs["type"] = float
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
         parser.add_argument(_flag(field.name), **kwargs)
@@ -72,9 +54,18 @@ def run_command(args: argparse.Namespace) -> int:
     from jumplora.train import run_continual
 
     config = config_from_args(args)
-    result = run_continual(config)
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        result = run_continual(config)
+    if result.already_finished:
+        print(f"{result.run_dir} is finished; nothing was changed. Its result:")
     print(format_result(result))
     return 0
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (a neighbour folder skipped, ...) as one line, at once: runs are long."""
+    print(f"jumplora run: warning: {message}", file=sys.stderr, flush=True)
 
 
 def format_result(result) -> str:

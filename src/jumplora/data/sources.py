@@ -211,6 +211,14 @@ class FolderSource:
     def has_split(self, spec: TaskSpec, split: str) -> bool:
         return split in SPLITS and (self.task_dir(spec) / f"{split}.json").is_file()
 
+    def files_read(self, spec: TaskSpec, split_files: Iterable[str | os.PathLike]) -> list[Path]:
+        """Every file reading the task touched: its split files, labels.json and, when there is one,
+        the root's instruction_config.json (what a run directory's data.json fingerprints)."""
+        files = {Path(p) for p in split_files} | {self.task_dir(spec) / "labels.json"}
+        if (self.root / "instruction_config.json").exists():
+            files.add(self.root / "instruction_config.json")
+        return sorted(files)
+
     def records(self, spec: TaskSpec, split: str) -> SplitRecords:
         if split not in SPLITS:
             raise DataError(f"task {spec.name}: unknown split {split!r}; valid: {', '.join(SPLITS)}")

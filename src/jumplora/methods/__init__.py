@@ -22,9 +22,17 @@ def parse_method(name: str) -> tuple[str, bool]:
     return strategy, gated
 
 
+def canonical_method(name: str) -> str:
+    """The name as stored and compared: checked, stripped and lower-case ("JumpLoRA" -> "jumplora")."""
+    if not isinstance(name, str):
+        raise ConfigError(f"method must be a name, got {name!r}")
+    parse_method(name)
+    return name.strip().lower()
+
+
 def build_method(config) -> Method:
     strategy, _ = parse_method(config.method)
     return METHODS[strategy](config)
 
 
-__all__ = ["METHODS", "Method", "TaskContext", "build_method", "parse_method", "register"]
+__all__ = ["METHODS", "Method", "TaskContext", "build_method", "canonical_method", "parse_method", "register"]
