@@ -7,7 +7,7 @@ from torch import nn
 from jumplora.adapter import LoRALinear
 from jumplora.gate import Threshold
 from jumplora.injection import AdapterConfig, block_of, inject_adapters
-from jumplora.models import tiny_llama, tiny_t5
+from jumplora.testing import tiny_llama, tiny_t5
 from jumplora.schedule import JumpSchedule
 from jumplora.updates import TaskUpdate
 

@@ -1,5 +1,5 @@
-"""The analysis layer on small hand-written run directories: sparsity, Jaccard overlap, layer
-selection, BWT profiles, reading runs, the report and its command."""
+"""The analysis layer: sparsity, Jaccard overlap, layer selection, BWT profiles, reading runs, the report
+and its command, on run directories the real writer wrote with chosen numbers (tests/rundirs.py)."""
 
 from __future__ import annotations
 
@@ -13,73 +13,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from jumplora.analysis import (
     bwt_profile, final_task_bwt, jaccard, load_run, matrix_sparsity, mean_overlap_with_earlier, overlap_matrix,
     select_modules, sparsity, sparsity_by_depth, sparsity_by_module,
 )
+from jumplora.analysis.paper import benchmark_of
 from jumplora.analysis.report import build_report
-from jumplora.analysis.rundir import RunWarning
 from jumplora.analysis.stats import run_stats
 from jumplora.cli import build_parser, main
 from jumplora.errors import UserError
+from jumplora.rundir import RunWarning
 from jumplora.updates import ModuleUpdate, TaskUpdate
-
-T5_Q = "encoder.block.{}.layer.0.SelfAttention.q"
-T5_V = "encoder.block.{}.layer.0.SelfAttention.v"
-
-
-# -- helpers: run directories in the runner's format (docs/run-directory.md) -----------------------
-def sparse_update(task: str, supports: dict[str, list[int]], shape=(4, 4)) -> TaskUpdate:
-    """A JumpLoRA-like update whose matrix `name` changed exactly the flat entries `supports[name]`."""
-    update = TaskUpdate(task=task, thresholds={"global": 0.01})
-    for name, entries in supports.items():
-        indices = torch.tensor(sorted(entries), dtype=torch.int64)
-        update.modules[name] = ModuleUpdate(shape=shape, indices=indices, values=torch.full((len(entries),), 0.5))
-    return update
-
-
-def write_run(
-    root: Path, *, method="jumplora", order=4, seed=42, tasks=("mnli", "cb", "wic"), accuracy=None,
-    metrics=None, updates=None, finished=True, completed=None, **config,
-) -> Path:
-    """Write config.yaml, state.json, accuracy_matrix.csv, metrics.json and updates/NN-TASK.safetensors."""
-    root = Path(root)
-    root.mkdir(parents=True)
-    n = len(tasks)
-    completed = n if completed is None else completed
-    settings = {"method": method, "order": order, "seed": seed, "threshold": "global", "ella_penalty": "sparse",
-                "model": "t5-large", **config}
-    (root / "config.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
-    (root / "state.json").write_text(json.dumps({"tasks": list(tasks), "completed": completed, "finished": finished}))
-    if accuracy is None:
-        accuracy = np.full((n, n), np.nan)
-        for i in range(completed):
-            accuracy[i, : i + 1] = 80.0 - 5 * np.arange(i + 1)[::-1]
-    lines = ["after_task," + ",".join(tasks)]
-    for i in range(completed):
-        lines.append(tasks[i] + "," + ",".join("" if np.isnan(v) else f"{v:g}" for v in accuracy[i]))
-    (root / "accuracy_matrix.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-    if finished:
-        values = {"OA": 70.0, "BWT": -5.0, "FWT": None, "forgetting": [5.0] * (n - 1), "sparsity": [0.9] * n}
-        values.update(metrics or {})
-        values.update({"method": method, "order": order, "tasks": list(tasks), "seed": seed})
-        (root / "metrics.json").write_text(json.dumps(values))
-    for i, update in enumerate((updates or [])[:completed]):
-        update.save(root / "updates" / f"{i:02d}-{tasks[i]}.safetensors")
-    return root
-
-
-def three_task_updates(prefix="") -> list[TaskUpdate]:
-    """Three tasks on encoder block 1's q and v (4×4 each), plus block 0 and 2 as padding."""
-    q, v = T5_Q.format(1), T5_V.format(1)
-    others = {T5_Q.format(0): [0], T5_Q.format(2): [15]}
-    return [
-        sparse_update("mnli", {q: [0, 1, 2, 3], v: [0, 1], **others}),
-        sparse_update("cb", {q: [2, 3, 4, 5], v: [1, 2], **others}),
-        sparse_update("wic", {q: [0, 5, 8, 9], v: [], **others}),
-    ]
+from rundirs import T5_Q, T5_V, lowrank_update, sparse_update, three_task_updates, write_run
 
 
 def file_digests(root: Path) -> dict[str, str]:
@@ -152,7 +98,7 @@ def test_jaccard_of_known_masks():
 def test_mean_overlap_with_earlier_tasks_by_hand():
     updates = three_task_updates()
     # block 1 (the middle of blocks 0-2), q and v:
-    # cb vs mnli: q {2,3}/{0..5} = 1/3; v {1}/{0,1,2} = 1/3            -> 1/3
+    # CB vs MNLI: q {2,3}/{0..5} = 1/3; v {1}/{0,1,2} = 1/3            -> 1/3
     # wic vs mnli: q {0}/{0,1,2,3,5,8,9} = 1/7; v: ∅ vs {0,1} = 0       -> 1/14
     # wic vs cb:   q {5}/{0,2,3,4,5,8,9} = 1/7; v: ∅ vs {1,2} = 0       -> 1/14
     # wic: mean over earlier tasks = 1/14
@@ -221,17 +167,20 @@ def test_load_run_reads_every_file(tmp_path):
     accuracy = np.array([[80.0, np.nan, np.nan], [70.0, 90.0, np.nan], [60.0, 85.0, 75.0]])
     root = write_run(tmp_path / "run", accuracy=accuracy, updates=three_task_updates(), metrics={"OA": 73.3})
     run = load_run(root)
-    assert run.tasks == ["mnli", "cb", "wic"]
+    assert run.tasks == ["MNLI", "CB", "WiC"]
     np.testing.assert_array_equal(run.accuracy, accuracy)
     assert run.finished and run.completed == 3
-    assert (run.label, run.order, run.seed, run.threshold, run.benchmark) == ("JumpLoRA + IncLoRA", 4, 42, "global", "LS")
+    assert (run.label, run.order, run.seed, run.threshold_mode) == ("JumpLoRA + IncLoRA", 4, 42, "global")
+    assert benchmark_of(run.order) == "LS" and run.gated and run.method == "jumplora"
     assert run.metric("OA") == 73.3 and math.isnan(run.metric("FWT"))
-    assert [p.name for p in run.update_paths] == ["00-mnli.safetensors", "01-cb.safetensors", "02-wic.safetensors"]
+    assert [s.update_path.name for s in run.stages] == ["00-MNLI.safetensors", "01-CB.safetensors",
+                                                        "02-WiC.safetensors"]
+    assert [s.record.accuracy for s in run.stages][1] == {"MNLI": 70.0, "CB": 90.0}  # full precision
     update = run.update(1)
     assert update.modules[T5_Q.format(1)].support().flatten().nonzero().flatten().tolist() == [2, 3, 4, 5]
     stats = run_stats(run, "middle")
     assert stats.jaccard == pytest.approx([math.nan, 1 / 3, 1 / 14], nan_ok=True)
-    # block 1: mnli 6/32, cb 6/32, wic 4/32 entries changed
+    # block 1: MNLI 6/32, CB 6/32, WiC 4/32 entries changed
     assert stats.sparsity_layer == pytest.approx([26 / 32, 26 / 32, 28 / 32])
     assert stats.mean_jaccard == pytest.approx((1 / 3 + 1 / 14) / 2)
     assert stats.is_sparse
@@ -247,7 +196,7 @@ def test_unfinished_run_warns_and_is_usable(tmp_path):
         run = load_run(root)
     assert not run.finished
     assert np.isnan(run.accuracy[2]).all() and not np.isnan(run.accuracy[1, :2]).any()
-    assert run.update_paths[2] is None
+    assert run.stages[2].update_path is None and run.stages[2].record is None
     assert run_stats(run).jaccard == pytest.approx([math.nan, 1 / 3, math.nan], nan_ok=True)
 
 
@@ -278,7 +227,8 @@ def _runs_for_report(tmp_path):
         write_run(tmp_path / "j-o4-s42", seed=42, metrics={"OA": 70.0, "BWT": -10.0, "FWT": -3.0}, updates=updates),
         write_run(tmp_path / "j-o4-s43", seed=43, metrics={"OA": 74.0, "BWT": -6.0, "FWT": -1.0}, updates=updates),
         write_run(tmp_path / "j-o5-s42", order=5, metrics={"OA": 60.0, "BWT": -2.0}, updates=updates),
-        write_run(tmp_path / "e-o4-s42", method="ella", metrics={"OA": 72.5, "BWT": -4.0, "FWT": -5.0}),
+        write_run(tmp_path / "e-o4-s42", method="ella", metrics={"OA": 72.5, "BWT": -4.0, "FWT": -5.0},
+                  keep_updates=False),
         write_run(tmp_path / "j-o4-s44", seed=44, finished=False, completed=1, updates=updates),
     ]
     with warnings.catch_warnings():
@@ -341,15 +291,15 @@ def test_report_aggregates_seeds_and_groups_by_method_and_order(tmp_path):
 
 def test_variants_get_their_own_rows_and_table3_paper_values(tmp_path):
     roots = [
-        write_run(tmp_path / "g", threshold="global", metrics={"OA": 63.0}),
-        write_run(tmp_path / "l", threshold="local", metrics={"OA": 61.0}),
+        write_run(tmp_path / "g", threshold_mode="global", metrics={"OA": 63.0}),
+        write_run(tmp_path / "l", threshold_mode="local", metrics={"OA": 61.0}),
         write_run(tmp_path / "es", method="jumplora+ella", ella_penalty="sparse", metrics={"OA": 72.0}),
         write_run(tmp_path / "ei", method="jumplora+ella", ella_penalty="interp", metrics={"OA": 71.0}),
     ]
     report = build_report([load_run(r) for r in roots])
     tables = {t.name: t for t in report.tables}
     labels = [row[0] for row in tables["table1_oa"].rows]
-    assert labels == ["JumpLoRA + IncLoRA [threshold=global]", "JumpLoRA + IncLoRA [threshold=local]",
+    assert labels == ["JumpLoRA + IncLoRA [threshold_mode=global]", "JumpLoRA + IncLoRA [threshold_mode=local]",
                       "JumpLoRA + ELLA [ella_penalty=interp]", "JumpLoRA + ELLA [ella_penalty=sparse]"]
     assert tables["table3_ablation"].rows == [
         ["JumpLoRA + IncLoRA", "global", "—", "63.00*", "63.75"],
@@ -392,34 +342,23 @@ def test_report_help_shows_defaults(capsys):
 
 
 # -- ELLA λ by the balancing rule ----------------------------------------------------------------------
-def lowrank_update(task: str, lora_a, lora_b, scale=4.0) -> TaskUpdate:
-    update = TaskUpdate(task=task)
-    update.modules[T5_Q.format(0)] = ModuleUpdate(
-        shape=(2, 2), lora_A=torch.tensor(lora_a, dtype=torch.float32), lora_B=torch.tensor(lora_b, dtype=torch.float32),
-        scale=scale,
-    )
-    return update
-
-
 def test_ella_lambda_balances_end_of_task_loss_and_penalty_by_hand(tmp_path, capsys):
     from jumplora.analysis.ella_lambda import balance_table, suggested_lambda
-    from jumplora.analysis.rundir import load_run
 
     # ΔW1 = [[1,0],[2,0]], ΔW2 = [[1,1],[0,0]], ΔW3 = [[0,3],[0,1]] (unscaled; the files hold β = 4)
+    q = T5_Q.format(0)
     updates = [
-        lowrank_update("mnli", [[1.0, 0.0]], [[1.0], [2.0]]),
-        lowrank_update("cb", [[1.0, 1.0]], [[1.0], [0.0]]),
-        lowrank_update("wic", [[0.0, 1.0]], [[3.0], [1.0]]),
+        lowrank_update("MNLI", {q: ([[1.0, 0.0]], [[1.0], [2.0]])}),
+        lowrank_update("CB", {q: ([[1.0, 1.0]], [[1.0], [0.0]])}),
+        lowrank_update("WiC", {q: ([[0.0, 1.0]], [[3.0], [1.0]])}),
     ]
-    root = write_run(tmp_path / "run", method="inclora", updates=updates)
-    losses = {"mnli": [7.0, 7.0], "cb": [5.0, 3.0, 1.0, 1.0, 1.0], "wic": [9.0, 9.0, 9.0, 9.0, 18.0]}
-    (root / "losses.jsonl").write_text("".join(
-        json.dumps({"task": task, "step": step, "loss": value, "task_loss": value}) + "\n"
-        for task, values in losses.items() for step, value in enumerate(values)))
+    losses = {"MNLI": [7.0, 7.0], "CB": [5.0, 3.0, 1.0, 1.0, 1.0], "WiC": [9.0, 9.0, 9.0, 9.0, 18.0]}
+    root = write_run(tmp_path / "run", method="inclora", updates=updates,
+                     losses={task: [{"task_loss": v} for v in values] for task, values in losses.items()})
 
     balances = balance_table(load_run(root), tail=0.4, convention="unscaled-sum")
-    # cb: ‖ΔW2 ⊙ ΔW1‖² = 1, CE = mean(1, 1) = 1; wic: ‖ΔW3 ⊙ (ΔW1+ΔW2)‖² = (3·1)² = 9, CE = 13.5
-    assert [b.task for b in balances] == ["cb", "wic"]
+    # CB: ‖ΔW2 ⊙ ΔW1‖² = 1, CE = mean(1, 1) = 1; WiC: ‖ΔW3 ⊙ (ΔW1+ΔW2)‖² = (3·1)² = 9, CE = 13.5
+    assert [b.task for b in balances] == ["CB", "WiC"]
     assert [b.penalty for b in balances] == pytest.approx([1.0, 9.0])
     assert [b.cross_entropy for b in balances] == pytest.approx([1.0, 13.5])
     assert [b.balancing_lambda for b in balances] == pytest.approx([1.0, 1.5])
@@ -431,7 +370,7 @@ def test_ella_lambda_balances_end_of_task_loss_and_penalty_by_hand(tmp_path, cap
 
 
 def test_ella_lambda_without_updates_is_a_one_line_error(tmp_path, capsys):
-    root = write_run(tmp_path / "run", method="inclora")
+    root = write_run(tmp_path / "run", method="inclora", keep_updates=False)
     assert main(["ella-lambda", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "no update files" in err and str(root) in err
@@ -439,10 +378,9 @@ def test_ella_lambda_without_updates_is_a_one_line_error(tmp_path, capsys):
 
 def test_runs_table_shows_wall_time_and_peak_memory(tmp_path):
     from jumplora.analysis.report import table_runs
-    from jumplora.analysis.rundir import load_run
 
     fast = write_run(tmp_path / "a", metrics={"wall_time_s": 1389.4, "peak_memory_mb": 6500.4})
-    slow = write_run(tmp_path / "b", seed=43, metrics={"wall_time_s": 7325.0})
+    slow = write_run(tmp_path / "b", seed=43, metrics={"wall_time_s": 7325.0, "peak_memory_mb": None})
     table = table_runs([load_run(fast), load_run(slow)])
     cells = {row[0]: row for row in table.rows}
     assert cells[str(fast)][-2:] == ["23 min 09 s", "6.3 GiB"]
@@ -454,9 +392,6 @@ def test_runs_table_shows_wall_time_and_peak_memory(tmp_path):
 # -- compact supports ------------------------------------------------------------------------------
 def test_compact_supports_give_the_same_sparsity_and_overlap_without_updates(tmp_path, capsys):
     import shutil
-
-    from jumplora.analysis.rundir import load_run
-    from jumplora.analysis.stats import run_stats
 
     root = write_run(tmp_path / "run", updates=three_task_updates())
     before = run_stats(load_run(root), "middle")
@@ -476,13 +411,13 @@ def test_compact_supports_give_the_same_sparsity_and_overlap_without_updates(tmp
     assert run.update(1).modules[T5_Q.format(1)].support().flatten().nonzero().flatten().tolist() == [2, 3, 4, 5]
 
     # another layer's supports were not kept: a one-line error naming the file
-    with pytest.raises(UserError, match=r"supports/00-mnli.safetensors keeps the supports of .* only"):
+    with pytest.raises(UserError, match=r"supports/00-MNLI.safetensors keeps the supports of .* only"):
         run_stats(run, 0)
 
 
 def test_compact_refuses_plain_lora_updates(tmp_path, capsys):
-    root = write_run(tmp_path / "run", method="inclora",
-                     updates=[lowrank_update("mnli", [[1.0, 0.0]], [[1.0], [2.0]])], tasks=("mnli",))
+    root = write_run(tmp_path / "run", method="inclora", tasks=("MNLI",),
+                     updates=[lowrank_update("MNLI", {T5_Q.format(0): ([[1.0, 0.0]], [[1.0], [2.0]])})])
     assert main(["compact", str(root)]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "plain-LoRA update has no sparse support" in err
@@ -491,26 +426,24 @@ def test_compact_refuses_plain_lora_updates(tmp_path, capsys):
 
 def test_threshold_movement_from_losses_and_task_records(tmp_path):
     from jumplora.analysis.report import table_thresholds, threshold_movement
-    from jumplora.analysis.rundir import load_run
 
-    root = write_run(tmp_path / "run", tasks=("mnli", "cb"), s_start=0.2, s_final=0.8)
-    # mnli: 10 steps, S_start = step 2 where τ is 0.010 after its first update; 0.011 at the merge.
-    # cb: one step, never reaches S_start: τ is set after the last step, so it did not move.
-    losses = [{"task": "mnli", "step": s, "task_loss": 1.0, "thresholds": {"global": 0.5 if s < 2 else 0.010 + s / 1e4}}
-              for s in range(10)]
-    losses.append({"task": "cb", "step": 0, "task_loss": 1.0, "thresholds": {"global": 0.5}})
-    (root / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
-    (root / "tasks").mkdir()
-    for index, (task, tau, task_sparsity) in enumerate([("mnli", 0.0102 * 1.05, 0.8), ("cb", 0.02, 0.9)]):
-        (root / "tasks" / f"{index:02d}-{task}.json").write_text(
-            json.dumps({"task": task, "thresholds": {"global": tau}, "sparsity": task_sparsity}))
+    # MNLI: 10 steps, S_start = step 2 (floor of 0.2 · 10), where τ is 0.010 after its first update;
+    # 0.0102 · 1.05 at the merge. CB: one step, never reaches S_start: τ is set after the last step,
+    # so it did not move.
+    losses = {"MNLI": [{"task_loss": 1.0, "thresholds": {"global": 0.5 if s < 2 else 0.010 + s / 1e4}}
+                       for s in range(10)],
+              "CB": [{"task_loss": 1.0, "thresholds": {"global": 0.5}}]}
+    updates = [sparse_update("MNLI", {"q": [0, 1, 2, 3]}), sparse_update("CB", {"q": [0, 1]})]  # 75 %, 87.5 %
+    root = write_run(tmp_path / "run", tasks=("MNLI", "CB"), s_start=0.2, s_final=0.8, losses=losses,
+                     updates=updates, thresholds={"MNLI": {"global": 0.0102 * 1.05}, "CB": {"global": 0.02}})
     run = load_run(root)
+    assert [stage.s_start_step for stage in run.stages] == [2, 1]  # as the task records state them
     movement = threshold_movement(run)
-    assert [m[0] for m in movement] == ["mnli", "cb"]
-    assert movement[0][1] == pytest.approx(0.05) and movement[0][2] == 0.8
-    assert movement[1][1] == pytest.approx(0.0) and movement[1][2] == 0.9
+    assert [m[0] for m in movement] == ["MNLI", "CB"]
+    assert movement[0][1] == pytest.approx(0.05) and movement[0][2] == 0.75
+    assert movement[1][1] == pytest.approx(0.0) and movement[1][2] == 0.875
     table = table_thresholds([run])
-    assert table.rows == [[str(root), "mnli, cb", "+5.00 %, +0.00 %", "80.0 %, 90.0 %"]]
+    assert table.rows == [[str(root), "MNLI, CB", "+5.00 %, +0.00 %", "75.0 %, 87.5 %"]]
     assert table_thresholds([load_run(write_run(tmp_path / "plain", method="inclora"))]).rows == []
 
 
@@ -532,9 +465,6 @@ def test_chance_jaccard_of_independent_supports_by_hand_and_by_sampling():
 
 
 def test_report_shows_jaccard_at_chance(tmp_path):
-    from jumplora.analysis.rundir import load_run
-    from jumplora.analysis.stats import run_stats
-
     run = load_run(write_run(tmp_path / "run", updates=three_task_updates()))
     stats = run_stats(run, "middle")
     # block 1: q is 4x4 (16 entries), v is 4x4; cb vs mnli: q 4/16 & 4/16, v 2/16 & 2/16

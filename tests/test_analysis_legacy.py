@@ -1,26 +1,28 @@
-"""Reading old run directories as what they were run with, FWT_final from a single run, ELLA's λ conventions."""
+"""Reading old run directories as what they were run with, FWT_final from a single run, ELLA's λ conventions.
+
+The old run directories are the committed `results/runs/` (copied): written before the options added
+since, before FWT_final, before task records stated their S_start step and their stage.
+"""
 
 from __future__ import annotations
 
 import json
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from jumplora.analysis import load_run
-from jumplora.analysis.groups import VARIANT_KEYS, group_runs
+from jumplora.analysis.groups import group_runs
 from jumplora.analysis.report import build_report, threshold_movement
-from jumplora.analysis.rundir import RunWarning, load_runs
 from jumplora.cli import main
-from jumplora.config import LEGACY_VALUES, RunConfig
-from jumplora.updates import ModuleUpdate, TaskUpdate
-from test_analysis import T5_Q, T5_V, write_run
+from jumplora.config import LEGACY_VALUES, RESULT_AFFECTING, VARIANT_KEYS, RunConfig, with_legacy_values
+from jumplora.rundir import RunWarning, load_runs
+from jumplora.schedule import JumpSchedule
+from rundirs import RESULTS, T5_Q, T5_V, committed_run, lowrank_update, write_run
 
-RESULTS = Path(__file__).resolve().parents[1] / "results" / "runs"
+TASKS_ORDER1 = ("dbpedia", "amazon", "yahoo", "agnews")
 
 
 def today_defaults() -> dict:
@@ -29,37 +31,41 @@ def today_defaults() -> dict:
     return {key: defaults[key] for key in LEGACY_VALUES}
 
 
+def as_run_then(saved: dict) -> dict:
+    """The options of a committed run as it was run (legacy values included), to start one like it."""
+    values = with_legacy_values(saved)
+    return {k: v for k, v in values.items() if k in RESULT_AFFECTING and k not in ("method", "order", "seed")}
+
+
 # -- legacy configurations -------------------------------------------------------------------------------
 def test_a_config_without_the_new_options_reads_as_their_legacy_values(tmp_path):
-    run = load_run(write_run(tmp_path / "old"))
-    for key, value in LEGACY_VALUES.items():
-        assert run.config[key] == value
-        assert key not in run.saved_config
-    assert run.config["model"] == run.saved_config["model"] == "t5-large"
-    new = load_run(write_run(tmp_path / "new", **today_defaults()))
+    run = load_run(committed_run("jumplora-order1-seed42", tmp_path))
+    added_since = [key for key in LEGACY_VALUES if key not in run.saved_config]
+    assert {"prompt_style", "batching", "threshold_grad", "schedule_rounding", "loss_mean"} <= set(added_since)
+    for key in added_since:
+        assert run.config[key] == LEGACY_VALUES[key]
+    assert run.config["model"] == run.saved_config["model"] == "smollm2-135m-instruct"
+    # `threshold` was renamed `threshold_mode`: the old name reads as the new one
+    assert run.saved_config["threshold"] == "global" and "threshold_mode" not in run.saved_config
+    assert run.threshold_mode == "global" and "threshold" not in run.config
+    new = load_run(write_run(tmp_path / "new"))
     assert new.config == new.saved_config  # nothing to complete
     assert new.config["prompt_style"] == "authors" and new.config["ella_scale"] == "authors"
 
 
-def test_a_key_in_a_nested_section_is_not_shadowed_by_its_legacy_value(tmp_path):
-    root = write_run(tmp_path / "nested")
-    (root / "config.yaml").write_text("method: jumplora\norder: 4\nseed: 42\ntraining:\n  batching: random\n")
-    run = load_run(root)
-    assert "batching" not in run.config and run.config["training"]["batching"] == "random"
-    assert run.config["prompt_style"] == "olora"
-
-
 def test_new_settings_runs_are_never_averaged_with_old_ones(tmp_path):
-    old = [write_run(tmp_path / f"old{seed}", seed=seed) for seed in (42, 43)]
-    new = [write_run(tmp_path / f"new{seed}", seed=seed, **today_defaults()) for seed in (42, 43)]
+    old = [committed_run(f"jumplora-order1-seed{seed}", tmp_path) for seed in (42, 43)]
+    settings = as_run_then(load_run(old[0]).saved_config)
+    new = [write_run(tmp_path / f"new{seed}", order=1, seed=seed, tasks=TASKS_ORDER1,
+                     **{**settings, **today_defaults()}) for seed in (42, 43)]
     # a new run that stores the legacy values explicitly is the same configuration as the old ones
-    explicit = write_run(tmp_path / "explicit", seed=44, **LEGACY_VALUES)
+    explicit = write_run(tmp_path / "explicit", order=1, seed=44, tasks=TASKS_ORDER1, **settings)
 
     groups = group_runs([load_run(r) for r in old + new + [explicit]])
     by_seeds = {tuple(sorted(g.seeds)): g for g in groups}
     assert set(by_seeds) == {(42, 43, 44), (42, 43)}
     old_group, new_group = by_seeds[(42, 43, 44)], by_seeds[(42, 43)]
-    assert {r.name for r in old_group.runs} == {"old42", "old43", "explicit"}
+    assert {r.name for r in old_group.runs} == {"jumplora-order1-seed42", "jumplora-order1-seed43", "explicit"}
     assert {r.name for r in new_group.runs} == {"new42", "new43"}
     assert "prompt_style=olora" in old_group.label and "prompt_style=authors" in new_group.label
     assert "threshold_grad=abs-sum" in old_group.label and "batching=length" in old_group.label
@@ -75,42 +81,47 @@ def test_result_affecting_new_options_are_variant_keys():
                 "schedule_rounding", "ella_scale", "ella_threshold_grad", "max_grad_norm", "loss_mean",
                 "answer_match", "max_new_tokens", "max_target_tokens", "unlabelled_test"):
         assert key in VARIANT_KEYS
+    # the lists drifted apart once: now each is derived from the fields' roles
+    assert {"ewc_fisher_batches", "model_kind", "micro_batch_size"} <= set(VARIANT_KEYS)
+    assert set(VARIANT_KEYS) == set(RESULT_AFFECTING) - {"method", "order", "seed"}
 
 
-def test_ella_options_split_ella_runs_only_and_unset_dropout_is_the_methods_value(tmp_path):
+def test_options_split_the_runs_of_the_methods_they_act_on_only(tmp_path):
     runs = [
-        write_run(tmp_path / "e-authors", method="ella", ella_scale="authors"),
-        write_run(tmp_path / "e-legacy", method="ella", seed=43),  # legacy: unscaled-sum
+        write_run(tmp_path / "e-authors", method="ella", ella_scale="authors", ella_lambda="100"),
+        write_run(tmp_path / "e-sum", method="ella", seed=43, ella_scale="unscaled-sum", ella_lambda="100"),
         write_run(tmp_path / "j-none", method="jumplora", lora_dropout=None),  # unset: 0 for JumpLoRA
-        write_run(tmp_path / "j-zero", method="jumplora", seed=43),  # legacy 0.0
+        write_run(tmp_path / "j-zero", method="jumplora", seed=43, lora_dropout=0.0, ella_scale="unscaled-sum"),
         write_run(tmp_path / "je-grad", method="jumplora+ella", ella_threshold_grad=False),
-        write_run(tmp_path / "je-legacy", method="jumplora+ella", seed=43),  # legacy: True
+        write_run(tmp_path / "je-legacy", method="jumplora+ella", seed=43, ella_threshold_grad=True),
+        write_run(tmp_path / "w-16", method="ewc", ewc_fisher_batches=16),
+        write_run(tmp_path / "w-4", method="ewc", seed=43, ewc_fisher_batches=4),
+        write_run(tmp_path / "i-auto", method="inclora", model_kind=None),
+        write_run(tmp_path / "i-seq2seq", method="inclora", seed=43, model_kind="seq2seq"),
     ]
     labels = sorted(g.label for g in group_runs([load_run(r) for r in runs]))
     assert labels == [
         "ELLA [ella_scale=authors]", "ELLA [ella_scale=unscaled-sum]",
+        "EWC [ewc_fisher_batches=16]", "EWC [ewc_fisher_batches=4]",
+        "IncLoRA [model_kind=None]", "IncLoRA [model_kind=seq2seq]",
         "JumpLoRA + ELLA [ella_threshold_grad=False]", "JumpLoRA + ELLA [ella_threshold_grad=True]",
         "JumpLoRA + IncLoRA",
     ]
 
 
 def test_legacy_runs_place_s_start_by_rounding_new_ones_by_floor(tmp_path):
-    """13 steps, S_start = 0.2: step 2.6 -> 3 (legacy round) or 2 (floor, today's default)."""
-    movement = {}
-    for name, extra in (("legacy", {}), ("new", {"schedule_rounding": "floor"})):
-        root = write_run(tmp_path / name, tasks=("mnli", "cb"), s_start=0.2, s_final=0.8, **extra)
-        losses = [{"task": "mnli", "step": s, "task_loss": 1.0, "thresholds": {"global": 0.01 * (s + 1)}}
-                  for s in range(13)]
-        (root / "losses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in losses))
-        (root / "tasks").mkdir()
-        (root / "tasks" / "00-mnli.json").write_text(json.dumps({"task": "mnli", "thresholds": {"global": 0.12},
-                                                                 "sparsity": 0.5}))
-        movement[name] = threshold_movement(load_run(root))[0][1]
-    assert movement["legacy"] == pytest.approx(0.12 / 0.04 - 1)  # τ after step 3
-    assert movement["new"] == pytest.approx(0.12 / 0.03 - 1)  # τ after step 2
+    """dbpedia took 44 steps, S_start = 0.2: step 8.8 -> 9 (legacy round), where a new run says 8 (floor)."""
+    old = load_run(committed_run("jumplora-order1-seed42", tmp_path))
+    first = old.stages[0]
+    assert first.record.steps == 44 and first.record.s_start_step is None  # written before it was stated
+    assert first.s_start_step == 9
+    logged = old.losses()["dbpedia"]
+    expected = first.record.thresholds["global"] / logged[9]["thresholds"]["global"] - 1
+    assert threshold_movement(old)[0][1] == pytest.approx(expected)
+    new = load_run(write_run(tmp_path / "new", tasks=("MNLI",), losses={"MNLI": [{"task_loss": 1.0}] * 44}))
+    assert new.stages[0].record.s_start_step == 8 == JumpSchedule.for_task(44, 0.2, 0.8).start
 
 
-@pytest.mark.skipif(not RESULTS.is_dir(), reason="no committed runs")
 def test_committed_runs_group_among_themselves_as_before():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RunWarning)
@@ -125,83 +136,73 @@ def test_committed_runs_group_among_themselves_as_before():
 
 
 # -- FWT_final for metrics.json written before it existed --------------------------------------------------
-TASKS = ("mnli", "cb", "wic")
-SINGLE_DIAGONAL = [90.0, 80.0, 70.0]
-CL = np.array([[85.0, np.nan, np.nan], [75.0, 82.0, np.nan], [65.0, 70.0, 72.0]])
-
-
-def _single_and_cl(tmp_path, reference=None, fwt=None, **metrics):
-    runs = tmp_path / "runs"
-    single = write_run(runs / "single-s42", method="single", accuracy=np.diag(SINGLE_DIAGONAL),
-                       metrics={"OA": None, "BWT": None, "FWT": None})
-    # the CSV holds two decimals; metrics.json's OA is the runner's full-precision value
-    oa = float(np.mean(CL[-1])) + 0.001
-    fwt = float(np.mean(np.diag(CL) - SINGLE_DIAGONAL)) if fwt is None else fwt
-    values = {"OA": oa, "FWT": fwt, "fwt_reference": str(single if reference is None else reference), **metrics}
-    cl = write_run(runs / "inclora-s42", method="inclora", accuracy=CL, metrics=values)
-    return single, cl, oa
+def _single_and_cl(tmp_path, single="single-order1-seed42", reference=None):
+    """Copies of a committed IncLoRA run and of a single run, named as the IncLoRA run's reference;
+    `reference` replaces the recorded path (a folder moved since, or gone)."""
+    cl = committed_run("inclora-order1-seed42", tmp_path)
+    copied = committed_run(single, tmp_path)
+    if copied.name != "single-order1-seed42":  # another seed's single run where the recorded one was
+        copied.rename(tmp_path / "single-order1-seed42")
+    if reference is not None:
+        metrics = json.loads((cl / "metrics.json").read_text())
+        (cl / "metrics.json").write_text(json.dumps({**metrics, "fwt_reference": reference}))
+    return cl
 
 
 def test_fwt_final_is_derived_from_the_recorded_single_run(tmp_path):
-    _, cl, oa = _single_and_cl(tmp_path)
-    run = load_run(cl)
+    run = load_run(_single_and_cl(tmp_path))
+    single = load_run(tmp_path / "single-order1-seed42")
     assert "FWT_final" not in run.metrics
-    # OA − mean a0 = mean(a_T,i − a0_i): (65 − 90 + 70 − 80 + 72 − 70) / 3 plus OA's extra precision
-    assert run.metric("FWT_final") == pytest.approx(oa - 80.0)
-    assert run.metric("FWT_final") == pytest.approx((65 - 90 + 70 - 80 + 72 - 70) / 3 + 0.001)
-    assert run.metric("FWT") == pytest.approx((85 - 90 + 82 - 80 + 72 - 70) / 3)
+    a0 = np.diag(single.accuracy)
+    # OA − mean a0 = mean(a_T,i − a0_i), OA at metrics.json's full precision
+    assert run.metric("FWT_final") == pytest.approx(run.metrics["OA"] - a0.mean())
+    assert run.metric("FWT_final") == pytest.approx(np.mean(run.accuracy[-1] - a0), abs=0.005)
+    assert run.metric("FWT") == pytest.approx(np.mean(np.diag(run.accuracy) - a0), abs=0.005)
 
 
 def test_fwt_final_follows_a_moved_results_folder(tmp_path):
-    _, cl, oa = _single_and_cl(tmp_path, reference="/no/longer/here/single-s42")
+    cl = _single_and_cl(tmp_path, reference="/no/longer/here/single-order1-seed42")
     with warnings.catch_warnings():
         warnings.simplefilter("error", RunWarning)
-        assert load_run(cl).metric("FWT_final") == pytest.approx(oa - 80.0)
+        run = load_run(cl)
+        assert run.fwt_reference() == tmp_path / "single-order1-seed42"
+        assert math.isfinite(run.metric("FWT_final"))
 
 
 def test_fwt_final_from_metrics_json_is_used_as_written(tmp_path):
-    _, cl, _ = _single_and_cl(tmp_path, FWT_final=-1.5)
-    assert load_run(cl).metric("FWT_final") == -1.5
-    _, cl, _ = _single_and_cl(tmp_path / "none", FWT_final=None)
-    assert math.isnan(load_run(cl).metric("FWT_final"))
-
-
-def test_fwt_final_is_left_out_when_the_single_run_is_missing_or_disagrees(tmp_path):
-    _, cl, _ = _single_and_cl(tmp_path / "missing", reference="/no/longer/here/elsewhere")
-    with pytest.warns(RunWarning, match="fwt_reference .* is not a run directory"):
-        assert math.isnan(load_run(cl).metric("FWT_final"))
-    _, cl, _ = _single_and_cl(tmp_path / "changed", fwt=5.0)
-    with pytest.warns(RunWarning, match="FWT recomputed from fwt_reference"):
-        assert math.isnan(load_run(cl).metric("FWT_final"))
-    root = write_run(tmp_path / "no-reference", method="inclora")  # FWT null, no single run
+    root = write_run(tmp_path / "new", method="inclora", metrics={"FWT_final": -1.5})
+    assert load_run(root).metric("FWT_final") == -1.5
+    root = write_run(tmp_path / "none", method="inclora", metrics={"FWT_final": None})
     assert math.isnan(load_run(root).metric("FWT_final"))
 
 
+def test_fwt_final_is_left_out_when_the_single_run_is_missing_or_disagrees(tmp_path):
+    cl = _single_and_cl(tmp_path / "missing", reference="/no/longer/here/elsewhere")
+    with pytest.warns(RunWarning, match="fwt_reference .* is not a run directory"):
+        assert math.isnan(load_run(cl).metric("FWT_final"))
+    # another seed's single run where the recorded one was: its diagonal does not give the stored FWT
+    cl = _single_and_cl(tmp_path / "changed", single="single-order1-seed43", reference="/gone/single-order1-seed42")
+    with pytest.warns(RunWarning, match="FWT recomputed from fwt_reference"):
+        assert math.isnan(load_run(cl).metric("FWT_final"))
+
+
 def test_table2_shows_both_fwts_and_compares_the_paper_with_the_script(tmp_path):
-    _, cl, oa = _single_and_cl(tmp_path)
-    report = build_report([load_run(cl)])
+    run = load_run(_single_and_cl(tmp_path))
+    report = build_report([run])
     tables = {t.name: t for t in report.tables}
     table2 = tables["table2_bwt_fwt"]
-    assert table2.columns == ["Method", "LS BWT", "paper", "LS FWT (§4.2)", "LS FWT (authors' script, as Table 2)",
+    assert table2.columns == ["Method", "SC BWT", "paper", "SC FWT (§4.2)", "SC FWT (authors' script, as Table 2)",
                               "paper"]
-    fwt = (85 - 90 + 82 - 80 + 72 - 70) / 3
-    assert table2.rows == [["IncLoRA", "-5.00*", "-22.1", f"{fwt:.2f}*", f"{oa - 80:.2f}*", "-21.2"]]
+    bwt, fwt, fwt_final = run.metric("BWT"), run.metric("FWT"), run.metric("FWT_final")
+    assert table2.rows == [["IncLoRA", f"{bwt:.2f}*", "-22.9", f"{fwt:.2f}*", f"{fwt_final:.2f}*", "-17.1"]]
     row = dict(zip(table2.csv_columns, table2.csv_rows[0]))
-    assert row["LS_FWT_mean"] == pytest.approx(fwt) and row["LS_FWT_paper"] == -21.2
-    assert row["LS_FWT_final_mean"] == pytest.approx(oa - 80) and row["LS_FWT_final_paper"] == -21.2
+    assert row["SC_FWT_mean"] == pytest.approx(fwt) and row["SC_FWT_paper"] == -17.1
+    assert row["SC_FWT_final_mean"] == pytest.approx(fwt_final) and row["SC_FWT_final_paper"] == -17.1
     assert "FWT_final" in tables["runs"].csv().splitlines()[0].split(",")
     assert {"FWT_final_mean", "FWT_final_std"} <= set(tables["per_order"].csv_columns)
 
 
 # -- ELLA's λ under the two penalty conventions -------------------------------------------------------------
-def _lowrank(task: str, factors: dict[str, tuple], scale: float) -> TaskUpdate:
-    update = TaskUpdate(task=task)
-    for name, (lora_a, lora_b) in factors.items():
-        update.modules[name] = ModuleUpdate(shape=(2, 2), lora_A=torch.tensor(lora_a), lora_B=torch.tensor(lora_b),
-                                            scale=scale)
-    return update
-
-
 def test_ella_lambda_conventions_differ_by_beta4_over_m(tmp_path, capsys):
     from jumplora.analysis.ella_lambda import balance_table
 
@@ -210,25 +211,23 @@ def test_ella_lambda_conventions_differ_by_beta4_over_m(tmp_path, capsys):
     # task 1 adapts q and v; task 2 q, v and a new matrix k, which has no past: M = 2 for task 2;
     # task 3 adapts q, v, k, all of which have a past by then: M = 3
     updates = [
-        _lowrank("mnli", {q: ([[1.0, 0.0]], [[1.0], [2.0]]), v: ([[0.0, 1.0]], [[1.0], [1.0]])}, beta),
-        _lowrank("cb", {q: ([[1.0, 1.0]], [[1.0], [0.0]]), v: ([[0.0, 2.0]], [[1.0], [0.0]]),
-                        k: ([[1.0, 1.0]], [[1.0], [1.0]])}, beta),
-        _lowrank("wic", {q: ([[0.0, 1.0]], [[3.0], [1.0]]), v: ([[1.0, 1.0]], [[0.0], [1.0]]),
-                         k: ([[1.0, 0.0]], [[2.0], [0.0]])}, beta),
+        lowrank_update("MNLI", {q: ([[1.0, 0.0]], [[1.0], [2.0]]), v: ([[0.0, 1.0]], [[1.0], [1.0]])}, beta),
+        lowrank_update("CB", {q: ([[1.0, 1.0]], [[1.0], [0.0]]), v: ([[0.0, 2.0]], [[1.0], [0.0]]),
+                              k: ([[1.0, 1.0]], [[1.0], [1.0]])}, beta),
+        lowrank_update("WiC", {q: ([[0.0, 1.0]], [[3.0], [1.0]]), v: ([[1.0, 1.0]], [[0.0], [1.0]]),
+                               k: ([[1.0, 0.0]], [[2.0], [0.0]])}, beta),
     ]
-    root = write_run(tmp_path / "run", method="inclora", updates=updates, alpha=32.0, rank=8)
-    losses = {"mnli": [7.0], "cb": [2.0, 1.0], "wic": [4.0, 3.0]}
-    (root / "losses.jsonl").write_text("".join(
-        json.dumps({"task": task, "step": step, "task_loss": value}) + "\n"
-        for task, values in losses.items() for step, value in enumerate(values)))
+    losses = {"MNLI": [7.0], "CB": [2.0, 1.0], "WiC": [4.0, 3.0]}
+    root = write_run(tmp_path / "run", method="inclora", updates=updates, alpha=32.0, rank=8,
+                     losses={task: [{"task_loss": v} for v in values] for task, values in losses.items()})
     run = load_run(root)
 
     legacy = balance_table(run, tail=0.5, convention="unscaled-sum")
     authors = balance_table(run, tail=0.5, convention="authors")
     assert balance_table(run, tail=0.5) == authors  # the default
     assert [b.matrices for b in authors] == [2, 3]
-    # by hand (unscaled): cb: q ‖[[1,1],[0,0]] ⊙ [[1,0],[2,0]]‖² = 1, v ‖[[0,2],[0,0]] ⊙ [[0,1],[0,1]]‖² = 4;
-    # wic: q ‖[[0,3],[0,1]] ⊙ [[2,1],[2,0]]‖² = 9, v ‖[[0,0],[1,1]] ⊙ [[0,3],[0,1]]‖² = 1,
+    # by hand (unscaled): CB: q ‖[[1,1],[0,0]] ⊙ [[1,0],[2,0]]‖² = 1, v ‖[[0,2],[0,0]] ⊙ [[0,1],[0,1]]‖² = 4;
+    # WiC: q ‖[[0,3],[0,1]] ⊙ [[2,1],[2,0]]‖² = 9, v ‖[[0,0],[1,1]] ⊙ [[0,3],[0,1]]‖² = 1,
     #      k ‖[[2,0],[0,0]] ⊙ [[1,1],[1,1]]‖² = 4
     assert [b.penalty for b in legacy] == [5.0, 14.0]
     for old, new in zip(legacy, authors):

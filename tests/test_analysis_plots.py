@@ -13,11 +13,11 @@ pytest.importorskip("matplotlib")
 
 from jumplora.analysis import load_run  # noqa: E402
 from jumplora.analysis import plots  # noqa: E402
-from jumplora.analysis.command_plot import figures  # noqa: E402
-from jumplora.analysis.rundir import RunWarning  # noqa: E402
+from jumplora.analysis.figures import figures  # noqa: E402
 from jumplora.cli import build_parser, main  # noqa: E402
 from jumplora.errors import UserError  # noqa: E402
-from test_analysis import three_task_updates, write_run  # noqa: E402
+from jumplora.rundir import RunWarning  # noqa: E402
+from rundirs import three_task_updates, write_run  # noqa: E402
 
 
 def png_size(path) -> tuple[int, int]:
@@ -39,8 +39,8 @@ def test_accuracy_heatmap_axes_and_png_size(run, tmp_path):
     assert ax.get_title() == "Accuracy (%)\nJumpLoRA + IncLoRA, Order 4, seed 42"
     assert (ax.get_xlabel(), ax.get_ylabel(), colorbar.get_ylabel()) == (
         "evaluated task", "after training task", "accuracy (%)")
-    assert [t.get_text() for t in ax.get_xticklabels()] == ["mnli", "cb", "wic"]
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["mnli", "cb", "wic"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["MNLI", "CB", "WiC"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["MNLI", "CB", "WiC"]
     assert sorted(t.get_text() for t in ax.texts) == sorted(["80.0", "70.0", "90.0", "60.0", "85.0", "75.0"])
     (path,) = plots.save_figure(figure, tmp_path, "heat", ["png"])
     assert path.stat().st_size > 0 and png_size(path) == (600, 400)
@@ -102,7 +102,7 @@ def test_sparsity_depth_panels_per_stack():
 
 
 def test_method_colours_are_fixed():
-    assert plots.method_colour("JumpLoRA + ELLA [threshold=local]") == plots.METHOD_COLOURS["JumpLoRA + ELLA"]
+    assert plots.method_colour("JumpLoRA + ELLA [threshold_mode=local]") == plots.METHOD_COLOURS["JumpLoRA + ELLA"]
     assert plots.method_colour("mystery") == plots.method_colour("mystery")
 
 

@@ -1,7 +1,5 @@
 """The paired test-set bootstrap of the OA difference (analysis/bootstrap.py)."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -50,19 +48,25 @@ def test_mismatched_runs_are_refused():
 
 
 def test_final_correct_reads_the_last_task_record(tmp_path):
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "tasks" / "00-a.json").write_text(json.dumps({"correct": {"a": "11"}}))
-    (tmp_path / "tasks" / "01-b.json").write_text(json.dumps({"correct": {"a": "10", "b": "001"}}))
-    got = final_correct(tmp_path, ["a", "b"])
-    assert got["a"].tolist() == [1, 0] and got["b"].tolist() == [0, 0, 1]
-    (tmp_path / "tasks" / "01-b.json").write_text(json.dumps({"accuracy": {}}))  # an old run
-    assert final_correct(tmp_path, ["a", "b"]) is None
+    """A tiny real run keeps each test example's correctness; a run made before that has none."""
+    from jumplora.rundir import load_run
+    from rundirs import committed_run
+    from test_runner import run
+
+    real = load_run(run(tmp_path, method="inclora").run_dir)
+    got = final_correct(real)
+    last = real.stages[-1].record.correct
+    assert set(got) == set(real.tasks) == set(last)
+    for task in real.tasks:
+        assert "".join(map(str, got[task].tolist())) == last[task]
+        assert got[task].mean() * 100 == pytest.approx(real.stages[-1].record.accuracy[task])
+    assert final_correct(load_run(committed_run("inclora-order1-seed42", tmp_path))) is None
 
 
 def test_report_shows_the_interval_for_real_paired_runs(tmp_path):
     """Two tiny real runs of one seed: the paired table's interval contains their Δ OA."""
     from jumplora.analysis.report import build_report
-    from jumplora.analysis.rundir import load_run
+    from jumplora.rundir import load_run
     from test_runner import run
 
     base = run(tmp_path, method="inclora", test_per_class=6)

@@ -22,7 +22,7 @@ from jumplora.evaluate import (
     normalize_answer,
     normalize_authors,
 )
-from jumplora.models import tiny_llama, tiny_t5
+from jumplora.testing import tiny_llama, tiny_t5
 
 # labels World, Sports, Business, Science or Technology; no instruction, to keep prompts short
 TASK = dataclasses.replace(get_task("agnews"), instruction=None)
@@ -385,7 +385,6 @@ def test_unlabelled_references_and_authors_match(scripted):
     assert authors.accuracy_rank_labelled == pytest.approx(100 * 2 / 3)
     assert authors.references == [ref for ref, _, _ in SCRIPT.values()]
     assert authors.predictions == [answer for _, answer, _ in SCRIPT.values()]
-    assert authors.to_dict()["accuracy_labelled"] == authors.accuracy_labelled
     # per example, in the original order, which answers counted (the generation ones in mode both)
     from jumplora.evaluate import normalize_authors
     expected = [normalize_authors(answer) == normalize_authors(ref) for ref, answer, _ in SCRIPT.values()]

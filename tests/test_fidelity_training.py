@@ -11,11 +11,10 @@ from jumplora.adapter import LoRALinear
 from jumplora.gate import Threshold
 from jumplora.injection import AdapterConfig, inject_adapters
 from jumplora.methods import build_method
-from jumplora.methods.base import TaskContext
-from jumplora.models import tiny_llama, tiny_t5
+from jumplora.testing import tiny_llama, tiny_t5
 from jumplora.train import task_loss
 
-from test_runner import run, tiny_config
+from test_runner import loss_context, run, tiny_config
 
 TARGETS = {"causal": ("q_proj", "v_proj"), "seq2seq": ("q", "v")}
 BUILD = {"causal": tiny_llama, "seq2seq": tiny_t5}
@@ -75,7 +74,7 @@ def _ella_setup(tmp_path, penalty, scale="authors", threshold_grad=False, lam=3.
     method.past = {name: torch.randn(adapters.layers[name].base.weight.shape, generator=gen) * 0.3
                    for name in names[:-1]}  # the last matrix has no past: M counts those that do
     method.current_lambda = lam
-    return loaded, adapters, method, TaskContext(model=loaded.model, config=config, adapters=adapters)
+    return loaded, adapters, method, loss_context(loaded, config, adapters)
 
 
 @pytest.mark.parametrize("penalty", ["sparse", "interp"])
@@ -241,7 +240,7 @@ def test_threshold_takes_part_in_adamw_from_the_first_step(tmp_path, monkeypatch
 def test_table1_threshold(tmp_path):
     """Table 1 = each benchmark's best configuration of Table 3."""
     def resolved(method, order):
-        return tiny_config(tmp_path, method, threshold="table1", order=order).threshold
+        return tiny_config(tmp_path, method, threshold_mode="table1", order=order).threshold_mode
     orders = {"1": "SC", "2": "SC", "3": "SC", "4": "LS", "5": "LS", "6": "LS"}
     for order, benchmark in orders.items():
         assert resolved("jumplora", order) == ("local" if benchmark == "SC" else "global")

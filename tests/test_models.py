@@ -14,21 +14,12 @@ import pytest
 import torch
 from torch import nn
 
-from jumplora import models
+from jumplora import default_model
+from jumplora.default_model import DEFAULT_MODEL, convert_default_model, default_model_dir, locate_smollm2_gguf
 from jumplora.errors import UserError
-from jumplora.models import (
-    DEFAULT_MODEL,
-    LoadedModel,
-    convert_default_model,
-    default_model_dir,
-    default_target_modules,
-    find_target_linears,
-    load_model,
-    locate_smollm2_gguf,
-    save_tiny,
-    tiny_llama,
-    tiny_t5,
-)
+from jumplora.models import LoadedModel, load_model
+from jumplora.targets import default_target_modules, find_target_linears
+from jumplora.testing import save_tiny, tiny_llama, tiny_t5
 
 TINY = {"t5": tiny_t5, "llama": tiny_llama}
 TEXTS = ["Translate to French: the cat sleeps.", "hi"]
@@ -244,7 +235,7 @@ def test_locate_gguf_missing(monkeypatch):
 def fake_gguf(monkeypatch, tmp_path):
     source = tmp_path / "fake.gguf"
     source.write_bytes(b"GGUF fake")
-    monkeypatch.setattr(models, "locate_smollm2_gguf", lambda: source)
+    monkeypatch.setattr(default_model, "locate_smollm2_gguf", lambda: source)
     calls = []
 
     def fake_convert(gguf_path, out):
@@ -254,7 +245,7 @@ def fake_gguf(monkeypatch, tmp_path):
         if getattr(fake_convert, "fail", False):
             raise RuntimeError("killed half way")
 
-    monkeypatch.setattr(models, "_convert_gguf", fake_convert)
+    monkeypatch.setattr(default_model, "_convert_gguf", fake_convert)
     return fake_convert, calls
 
 
@@ -270,7 +261,7 @@ def test_conversion_is_atomic(fake_gguf, tmp_path):
 
     fake_convert.fail = False
     assert convert_default_model(cache) == target
-    info = json.loads((target / models.MARKER).read_text())
+    info = json.loads((target / default_model.MARKER).read_text())
     assert info["seconds"] >= 0 and info["source_bytes"] == len(b"GGUF fake")
     assert convert_default_model(cache) == target
     assert len(calls) == 2  # the second success came from the cache
@@ -283,9 +274,9 @@ def test_conversion_replaces_unfinished_folder(fake_gguf, tmp_path):
     (target / "config.json").write_text("{}")  # say, a hand copy cut short: no marker
     stale = target.parent / f".{target.name}.tmp-old"
     stale.mkdir()
-    os.utime(stale, (time.time() - 2 * models.STALE_SECONDS,) * 2)
+    os.utime(stale, (time.time() - 2 * default_model.STALE_SECONDS,) * 2)
     convert_default_model(tmp_path / "cache")
-    assert (target / models.MARKER).is_file() and len(calls) == 1
+    assert (target / default_model.MARKER).is_file() and len(calls) == 1
     assert sorted(p.name for p in target.parent.iterdir()) == [target.name]
 
 
@@ -293,7 +284,7 @@ def test_default_cache_dir_from_env(monkeypatch, tmp_path):
     monkeypatch.setenv("JUMPLORA_CACHE", str(tmp_path / "c"))
     assert default_model_dir() == tmp_path / "c" / "models" / "SmolLM2-135M-Instruct"
     monkeypatch.delenv("JUMPLORA_CACHE")
-    assert default_model_dir() == models.Path.home() / ".cache" / "jumplora" / "models" / "SmolLM2-135M-Instruct"
+    assert default_model_dir() == default_model.Path.home() / ".cache" / "jumplora" / "models" / "SmolLM2-135M-Instruct"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,7 +314,7 @@ def test_default_model_converts_once(converted, monkeypatch):
     def no_second_conversion(*args, **kwargs):
         raise AssertionError("converted again")
 
-    monkeypatch.setattr(models, "_convert_gguf", no_second_conversion)
+    monkeypatch.setattr(default_model, "_convert_gguf", no_second_conversion)
     start = time.perf_counter()
     assert convert_default_model(cache) == folder
     assert time.perf_counter() - start < 1.0

@@ -24,7 +24,7 @@ import yaml
 import jumplora.train as train
 from jumplora.cli import main
 from jumplora.errors import ConfigError, TrainingError, UserError
-from jumplora.models import save_tiny, tiny_llama
+from jumplora.testing import save_tiny, tiny_llama
 from jumplora.rundir import RunDirectory
 from jumplora.train import run_continual
 from test_runner import DATA, tiny_config
@@ -143,8 +143,9 @@ class KillPoints:
 
     def install(self, patch) -> None:
         import jumplora.atomic as atomic
+        from jumplora.progress import Logger
 
-        commit, step, evaluate = atomic._commit, train._Logger.step, train.evaluate_task
+        commit, step, evaluate = atomic._commit, Logger.step, train.evaluate_task
 
         def committing(tmp, path):
             self.event(f"before renaming {path.name}")
@@ -160,7 +161,7 @@ class KillPoints:
             return evaluate(*args, **kwargs)
 
         patch.setattr(atomic, "_commit", committing)
-        patch.setattr(train._Logger, "step", stepping)
+        patch.setattr(Logger, "step", stepping)
         patch.setattr(train, "evaluate_task", evaluating)
 
 
@@ -574,7 +575,7 @@ def test_every_file_of_a_run_has_the_permissions_of_an_ordinary_file(tmp_path):
 # -- the same classes elsewhere -------------------------------------------------------------------------
 def test_a_broken_fwt_reference_is_skipped_by_the_analyses_with_a_warning(tmp_path):
     from jumplora.analysis import load_run
-    from test_analysis import write_run
+    from rundirs import write_run
 
     root = write_run(tmp_path / "run", metrics={"fwt_reference": str(tmp_path / "single")})
     (tmp_path / "single").mkdir()

@@ -14,9 +14,10 @@ import torch
 
 from jumplora.config import RunConfig
 from jumplora.errors import ConfigError, TrainingError
-from jumplora.methods import METHODS, build_method, parse_method
-from jumplora.methods.ella import PAPER_LAMBDAS, lambdas_for
-from jumplora.models import save_tiny, tiny_llama, tiny_t5
+from jumplora.methods import METHODS, TaskContext, build_method, parse_method
+from jumplora.schedule import JumpSchedule
+from jumplora.ella_lambdas import PAPER_LAMBDAS, lambdas_for
+from jumplora.testing import save_tiny, tiny_llama, tiny_t5
 from jumplora.train import run_continual
 from jumplora.updates import TaskUpdate
 
@@ -34,6 +35,16 @@ def tiny_config(tmp_path, method="jumplora", name=None, **overrides):
     )
     values.update(overrides)
     return RunConfig(**values)
+
+
+def loss_context(loaded, config, adapters) -> TaskContext:
+    """A stage's context for calling a method's hooks by hand (no training loop around them)."""
+    def no_loss(batch):
+        raise AssertionError("this test computes no task loss")
+
+    return TaskContext(model=loaded.model, config=config, kind=loaded.kind, task="CB", task_index=0,
+                       adapters=adapters, schedule=JumpSchedule.for_task(10), steps=[], train_batches=[],
+                       compute_loss=no_loss)
 
 
 def run(tmp_path, kind="causal", method="jumplora", **overrides):
@@ -76,7 +87,7 @@ def test_every_method_runs(tmp_path, kind, method):
     updates = sorted((path / "updates").glob("*.safetensors"))
     assert len(updates) == (1 if method == "mtl" else 2)
     update = TaskUpdate.load(updates[0])
-    if parse_method(method)[1]:  # JumpLoRA: a sparse update
+    if parse_method(method).gated:  # JumpLoRA: a sparse update
         assert all(m.kind == "sparse" for m in update.modules.values())
         assert update.sparsity() > 0.0  # rank 8 on 32×32 matrices: τ starts at 50 % density
         assert any("gamma" in r and r["gamma"] == 1.0 for r in losses)
@@ -214,8 +225,8 @@ def test_nan_loss_stops_with_task_and_step_and_keeps_earlier_results(tmp_path, m
 def test_unknown_names_are_refused_before_any_work(tmp_path):
     with pytest.raises(ConfigError, match="unknown method 'elaa'"):
         tiny_config(tmp_path, "elaa")
-    with pytest.raises(ConfigError, match="threshold must be one of"):
-        tiny_config(tmp_path, threshold="per-layer")
+    with pytest.raises(ConfigError, match="threshold_mode must be one of"):
+        tiny_config(tmp_path, threshold_mode="per-layer")
     from jumplora.errors import DataError
 
     with pytest.raises(DataError, match="nosuchtask"):
@@ -228,6 +239,9 @@ def test_method_names_and_gating():
     assert parse_method("JumpLoRA+ELLA") == ("ella", True)
     assert parse_method("ella") == ("ella", False)
     assert set(ALL_METHODS) - {"jumplora", "jumplora+ella"} <= set(METHODS)
+    # the names and labels analyses read, from the method name alone (no method registry)
+    assert parse_method("jumplora+ewc").label == "JumpLoRA + EWC" and parse_method("jumplora+ewc").base.label == "EWC"
+    assert parse_method("jumplora").name == "jumplora" and parse_method("jumplora+olora").name == "jumplora+olora"
 
 
 def test_ella_lambdas_follow_table_7():
@@ -250,7 +264,6 @@ def test_ella_penalty_switches_to_the_sparse_update(tmp_path):
     """Algorithm 1 line 16: ΔW before S_start, ΔW_jump after (or ΔW_interp with --ella-penalty interp);
     the legacy convention (unscaled, summed, through the JumpReLU pseudo-gradient)."""
     from jumplora.injection import AdapterConfig, inject_adapters
-    from jumplora.methods.base import TaskContext
 
     loaded = tiny_llama(seed=0)
     for penalty in ("sparse", "interp"):
@@ -263,7 +276,7 @@ def test_ella_penalty_switches_to_the_sparse_update(tmp_path):
                 layer.lora_B.normal_(0, 0.5)
         method.past = {name: torch.randn(layer.base.weight.shape) for name, layer in adapters.layers.items()}
         method.current_lambda = 2.0
-        ctx = TaskContext(model=loaded.model, config=config, adapters=adapters)
+        ctx = loss_context(loaded, config, adapters)
 
         def expected(which):
             return 2.0 * sum((layer.current_update(which) * method.past[name]).pow(2).sum()
@@ -298,10 +311,16 @@ def test_yaml_config_with_flag_override(tmp_path):
     from jumplora.commands.run import config_from_args
 
     config_file = tmp_path / "run.yaml"
-    config_file.write_text("method: ella\norder: 2\nlearning_rate: 0.01\nthreshold: local\n")
+    config_file.write_text("method: ella\norder: 2\nlearning_rate: 0.01\nthreshold: local\n")  # its old name
     args = build_parser(only="run").parse_args(["run", "--config", str(config_file), "--learning-rate", "0.002"])
     config = config_from_args(args)
-    assert (config.method, config.order, config.learning_rate, config.threshold) == ("ella", "2", 0.002, "local")
+    assert (config.method, config.order, config.learning_rate, config.threshold_mode) == ("ella", "2", 0.002, "local")
+    for flag in ("--threshold", "--threshold-mode"):  # the old flag stays
+        args = build_parser(only="run").parse_args(["run", "--config", str(config_file), flag, "global"])
+        assert config_from_args(args).threshold_mode == "global"
+    config_file.write_text("threshold: local\nthreshold_mode: global\n")
+    with pytest.raises(ConfigError, match="threshold and threshold_mode are one option"):
+        config_from_args(build_parser(only="run").parse_args(["run", "--config", str(config_file)]))
     config_file.write_text("methd: ella\n")
     with pytest.raises(ConfigError, match="unknown option.*methd"):
         config_from_args(build_parser(only="run").parse_args(["run", "--config", str(config_file)]))

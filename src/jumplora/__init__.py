@@ -18,6 +18,7 @@ _LAZY = {
     "TaskUpdate": "jumplora.updates",
     "load_model": "jumplora.models",
     "compute_metrics": "jumplora.metrics",
+    "load_run": "jumplora.rundir",
 }
 
 

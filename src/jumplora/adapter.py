@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from jumplora import defaults
 from jumplora.gate import DEFAULT_BANDWIDTH, Threshold, symmetric_jumprelu
 
 # what a loss term may ask `current_update` for
@@ -41,8 +42,8 @@ class LoRALinear(nn.Module):
     def __init__(
         self,
         base: nn.Linear,
-        rank: int = 8,
-        alpha: float = 32.0,
+        rank: int = defaults.RANK,
+        alpha: float = defaults.ALPHA,
         mode: str = "lora",
         threshold: Threshold | None = None,
         bandwidth: float = DEFAULT_BANDWIDTH,

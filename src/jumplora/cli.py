@@ -12,11 +12,11 @@ from jumplora.errors import UserError
 # `jumplora data` does not pay for importing torch models it never uses.
 SUBCOMMANDS = {
     "run": "jumplora.commands.run",
-    "data": "jumplora.data.command",
-    "report": "jumplora.analysis.command_report",
-    "plot": "jumplora.analysis.command_plot",
-    "ella-lambda": "jumplora.analysis.command_ella_lambda",
-    "compact": "jumplora.analysis.command_compact",
+    "data": "jumplora.commands.data",
+    "report": "jumplora.commands.report",
+    "plot": "jumplora.commands.plot",
+    "ella-lambda": "jumplora.commands.ella_lambda",
+    "compact": "jumplora.commands.compact",
 }
 
 

@@ -1,8 +1,25 @@
-"""The typed configuration of a run: every option, its default and its help in one place.
+"""The typed configuration of a run: every option, its default, its help and its role in one place.
 
 `jumplora run` builds its flags from these fields, `--config run.yaml` sets any of them (keys are
 the field names), and flags override the file. From Python: `RunConfig(method="jumplora", ...)`.
-Defaults are the paper's (§4.4) except where the field says why not.
+Defaults are the paper's (§4.4, `jumplora.defaults`) except where the field says why not.
+
+Each field's `role` says what a change of it does, and the lists other modules compare runs by are
+derived from it, so a new option is classified once, where it is declared:
+
+- ``identity`` (method, order): what a run is; reports group runs by it;
+- ``seed``: what a group averages over; the single-task reference of FWT must share it (the seed
+  draws the data sample);
+- ``scale``: the model, data, optimisation and evaluation: it changes every method's results, and
+  the single-task reference must share it;
+- ``method``: an option of the methods `applies` names (a predicate of `jumplora.method_names`);
+- ``execution``: how the work is cut up (micro-batches, which cells are evaluated): it can change
+  results, so a run never resumes under another value, but a single-task reference may differ;
+- ``output``: where and how a run is written and shown; it never changes a result.
+
+`RESULT_AFFECTING` (a run directory refuses to continue under other values), `SCALE_KEYS` (what the
+FWT reference must share) and `VARIANT_KEYS` (what splits the runs of one method into separate rows
+of a report) follow at the end of the module.
 """
 
 from __future__ import annotations
@@ -20,119 +37,142 @@ from typing import Any, Callable
 
 import yaml
 
+from jumplora import defaults, method_names
+from jumplora.data import resolve_data_dir, resolve_order
+from jumplora.ella_lambdas import lambdas_for
 from jumplora.errors import ConfigError
+from jumplora.method_names import MethodName, canonical_method, parse_method
+from jumplora.tokens import KINDS
+
+IDENTITY, SEED, SCALE, METHOD, EXECUTION, OUTPUT = "identity", "seed", "scale", "method", "execution", "output"
+ROLES = (IDENTITY, SEED, SCALE, METHOD, EXECUTION, OUTPUT)
 
 
-def _opt(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+def _opt(role: str, default, help: str, applies: Callable[[MethodName], bool] = method_names.every_method,
+         **extra):
+    """A field with its help text, its role (module docstring) and the methods it acts on."""
+    assert role in ROLES, role
+    return field(default=default, metadata={"help": help, "role": role, "applies": applies, **extra})
 
 
 @dataclass
 class RunConfig:
     # what to run
-    method: str = _opt("jumplora", "CL method: inclora, ella, ewc, olora, lori, single (trained alone, for FWT), "
-                       "mtl (multi-task), or jumplora+<method>; jumplora = jumplora+inclora")
-    order: str = _opt("1", "task order: 1-6 (paper Table 6), a comma-separated task list, or a file")
-    seed: int = _opt(42, "random seed (the paper averages 42, 43, 44)")
-    model: str = _opt("smollm2-135m-instruct", "model: the offline default, a local folder or a Hugging Face id")
-    model_kind: str | None = _opt(None, "seq2seq or causal; detected from the model config when unset")
-    target_modules: list[str] | None = _opt(None, "names of the linear layers to adapt; query and value "
+    method: str = _opt(IDENTITY, "jumplora", "CL method: inclora, ella, ewc, olora, lori, single (trained alone, "
+                       "for FWT), mtl (multi-task), or jumplora+<method>; jumplora = jumplora+inclora")
+    order: str = _opt(IDENTITY, "1", "task order: 1-6 (paper Table 6), a comma-separated task list, or a file")
+    seed: int = _opt(SEED, 42, "random seed (the paper averages 42, 43, 44)")
+    model: str = _opt(SCALE, "smollm2-135m-instruct", "model: the offline default, a local folder or a Hugging "
+                      "Face id")
+    model_kind: str | None = _opt(SCALE, None, "seq2seq or causal; detected from the model config when unset")
+    target_modules: list[str] | None = _opt(SCALE, None, "names of the linear layers to adapt; query and value "
                                             "projections of the architecture when unset", nargs="+")
     # data
-    data_dir: str | None = _opt(None, "benchmark root (<group>/<task>/{train,test,labels}.json); "
-                                "else $JUMPLORA_DATA")
-    train_per_class: int | None = _opt(None, "cap on training examples per class after the 80/20 split")
-    val_per_class: int | None = _opt(None, "cap on validation examples per class")
-    test_per_class: int = _opt(500, "test examples per class (paper: 500)")
-    split: str = _opt("auto", "auto: a task folder with dev.json is used as given (train/dev/test files, no "
-                      "resampling; the caps above still cut them, stratified and seeded), else the paper's "
+    data_dir: str | None = _opt(OUTPUT, None, "benchmark root (<group>/<task>/{train,test,labels}.json); "
+                                "else $JUMPLORA_DATA")  # where, not what: data.json's digests say what
+    train_per_class: int | None = _opt(SCALE, None, "cap on training examples per class after the 80/20 split")
+    val_per_class: int | None = _opt(SCALE, None, "cap on validation examples per class")
+    test_per_class: int = _opt(SCALE, 500, "test examples per class (paper: 500)")
+    split: str = _opt(SCALE, "auto", "auto: a task folder with dev.json is used as given (train/dev/test files, "
+                      "no resampling; the caps above still cut them, stratified and seeded), else the paper's "
                       "protocol; protocol: always resample train+validation from train.json",
                       choices=("auto", "protocol"))
-    unlabelled_test: str = _opt("count-wrong", "test records whose label is outside the label set (MNLI's 131 "
-                                "'-'): count them as wrong, as the authors' evaluation does, or drop them; "
+    unlabelled_test: str = _opt(SCALE, "count-wrong", "test records whose label is outside the label set (MNLI's "
+                                "131 '-'): count them as wrong, as the authors' evaluation does, or drop them; "
                                 "accuracy on the labelled records is reported as well",
                                 choices=("count-wrong", "drop"))
-    max_input_tokens: int | None = _opt(512, "prompt length cap in tokens (authors: 512 source tokens)")
-    max_target_tokens: int | None = _opt(8, "target length cap in tokens, EOS included (authors: 8)")
-    prompt_style: str = _opt("authors", "authors: 'Task Instruction: ...\\nOptions: a | b\\nText: ...\\nAnswer:', "
-                             "no task identity, prompt cut at its end; olora: O-LoRA's 'Option: a, b' prompt, "
-                             "cut inside the sentence", choices=("authors", "olora"))
-    prompt_header: bool = _opt(False, "olora prompts only: start with the Task:/Dataset: header naming the task")
-    batching: str = _opt("random", "random: each optimiser step takes a uniformly shuffled batch (the authors' "
-                         "Trainer), sorted by length into micro-batches; length: batches of similar length "
-                         "(less padding, steps correlated by length)", choices=("random", "length"))
+    max_input_tokens: int | None = _opt(SCALE, 512, "prompt length cap in tokens (authors: 512 source tokens)")
+    max_target_tokens: int | None = _opt(SCALE, 8, "target length cap in tokens, EOS included (authors: 8)")
+    prompt_style: str = _opt(SCALE, "authors", "authors: 'Task Instruction: ...\\nOptions: a | b\\nText: "
+                             "...\\nAnswer:', no task identity, prompt cut at its end; olora: O-LoRA's 'Option: "
+                             "a, b' prompt, cut inside the sentence", choices=("authors", "olora"))
+    prompt_header: bool = _opt(SCALE, False, "olora prompts only: start with the Task:/Dataset: header naming the "
+                               "task")
+    batching: str = _opt(SCALE, "random", "random: each optimiser step takes a uniformly shuffled batch (the "
+                         "authors' Trainer), sorted by length into micro-batches; length: batches of similar "
+                         "length (less padding, steps correlated by length)", choices=("random", "length"))
     # adapter and JumpLoRA
-    rank: int = _opt(8, "LoRA rank r")
-    alpha: float = _opt(32.0, "LoRA alpha; the update is scaled by alpha/rank")
-    lora_dropout: float | None = _opt(None, "dropout on the input of the low-rank path, training only; unset: "
-                                      "the authors' per method (0.1 for plain LoRA, 0 for JumpLoRA)")
-    threshold: str = _opt("global", "JumpLoRA threshold: one per model (global) or per transformer block (local); "
-                          "table1: the configuration of the paper's Table 1 for the method and benchmark",
-                          choices=("global", "local", "table1"))
-    bandwidth: float = _opt(0.001, "JumpReLU kernel bandwidth epsilon")
-    threshold_grad: str = _opt("authors", "threshold pseudo-gradient: authors (eq. 5 literally, two one-sided "
-                               "kernels, mean over each matrix's entries) or abs-sum (one kernel on |dW|, summed)",
-                               choices=("authors", "abs-sum"))
-    threshold_init: str = _opt("authors", "tau at S_start: authors (kthvalue: the (k+1)-th smallest |dW| for a "
-                               "global threshold, the k-th per block) or midpoint (halfway between neighbours)",
-                               choices=("authors", "midpoint"))
-    s_start: float = _opt(0.2, "first interpolation step S_start: a fraction (<=1.0, float) of the task's "
-                          "optimiser steps, or an absolute step (int)")
-    s_final: float = _opt(0.8, "final interpolation step S_final, as S_start")
-    schedule_rounding: str = _opt("floor", "fraction -> step: floor (the authors' int()) or round",
-                                  choices=("floor", "round"))
+    rank: int = _opt(SCALE, defaults.RANK, "LoRA rank r")
+    alpha: float = _opt(SCALE, defaults.ALPHA, "LoRA alpha; the update is scaled by alpha/rank")
+    lora_dropout: float | None = _opt(SCALE, None, "dropout on the input of the low-rank path, training only; "
+                                      "unset: the authors' per method (0.1 for plain LoRA, 0 for JumpLoRA)")
+    threshold_mode: str = _opt(METHOD, "global", "JumpLoRA threshold: one per model (global) or per transformer "
+                               "block (local); table1: the configuration of the paper's Table 1 for the method "
+                               "and benchmark", applies=method_names.gated, choices=("global", "local", "table1"),
+                               aliases=("threshold",))
+    bandwidth: float = _opt(METHOD, defaults.BANDWIDTH, "JumpReLU kernel bandwidth epsilon",
+                            applies=method_names.gated)
+    threshold_grad: str = _opt(METHOD, "authors", "threshold pseudo-gradient: authors (eq. 5 literally, two "
+                               "one-sided kernels, mean over each matrix's entries) or abs-sum (one kernel on |dW|, "
+                               "summed)", applies=method_names.gated, choices=("authors", "abs-sum"))
+    threshold_init: str = _opt(METHOD, "authors", "tau at S_start: authors (kthvalue: the (k+1)-th smallest |dW| "
+                               "for a global threshold, the k-th per block) or midpoint (halfway between "
+                               "neighbours)", applies=method_names.gated, choices=("authors", "midpoint"))
+    s_start: float = _opt(METHOD, defaults.S_START, "first interpolation step S_start: a fraction (<=1.0, float) "
+                          "of the task's optimiser steps, or an absolute step (int)",
+                          applies=method_names.uses_schedule)
+    s_final: float = _opt(METHOD, defaults.S_FINAL, "final interpolation step S_final, as S_start",
+                          applies=method_names.gated)
+    schedule_rounding: str = _opt(METHOD, "floor", "fraction -> step: floor (the authors' int()) or round",
+                                  applies=method_names.uses_schedule, choices=("floor", "round"))
     # method options
-    ella_lambda: str = _opt("paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), one number, "
-                            "or a comma-separated list with one value per task")
-    ella_penalty: str = _opt("sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1, Table 1) or "
-                             "the interpolated one (paper section 4.6)", choices=("sparse", "interp"))
-    ella_scale: str = _opt("authors", "ELLA convention: authors (penalise beta*dW against W_past of scaled "
-                           "updates, divided by the number of matrices with a past; Table 7's lambda) or "
-                           "unscaled-sum (dW and W_past unscaled, summed over matrices)",
+    ella_lambda: str = _opt(METHOD, "paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), one "
+                            "number, or a comma-separated list with one value per task", applies=method_names.ella)
+    ella_penalty: str = _opt(METHOD, "sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1, Table 1) "
+                             "or the interpolated one (paper section 4.6)", applies=method_names.gated_ella,
+                             choices=("sparse", "interp"))
+    ella_scale: str = _opt(METHOD, "authors", "ELLA convention: authors (penalise beta*dW against W_past of "
+                           "scaled updates, divided by the number of matrices with a past; Table 7's lambda) or "
+                           "unscaled-sum (dW and W_past unscaled, summed over matrices)", applies=method_names.ella,
                            choices=("authors", "unscaled-sum"))
-    ella_threshold_grad: bool = _opt(False, "let the ELLA penalty push tau through the JumpReLU pseudo-gradient "
-                                     "(authors: no, their mask is a hard comparison)")
-    ewc_lambda: float = _opt(5000.0, "EWC penalty strength")
-    ewc_fisher_batches: int = _opt(16, "training micro-batches used to estimate EWC's Fisher after each task")
-    olora_lambda: float = _opt(0.5, "O-LoRA orthogonality weight lambda_1")
-    olora_l2: float = _opt(0.0, "O-LoRA L2 weight lambda_2 on the new adapter")
-    lori_sparsity: float = _opt(0.9, "LoRI: fraction of B's entries masked after calibration")
+    ella_threshold_grad: bool = _opt(METHOD, False, "let the ELLA penalty push tau through the JumpReLU "
+                                     "pseudo-gradient (authors: no, their mask is a hard comparison)",
+                                     applies=method_names.gated_ella)
+    ewc_lambda: float = _opt(METHOD, 5000.0, "EWC penalty strength", applies=method_names.ewc)
+    ewc_fisher_batches: int = _opt(METHOD, 16, "training micro-batches used to estimate EWC's Fisher after each "
+                                   "task", applies=method_names.ewc)
+    olora_lambda: float = _opt(METHOD, 0.5, "O-LoRA orthogonality weight lambda_1", applies=method_names.olora)
+    olora_l2: float = _opt(METHOD, 0.0, "O-LoRA L2 weight lambda_2 on the new adapter", applies=method_names.olora)
+    lori_sparsity: float = _opt(METHOD, 0.9, "LoRI: fraction of B's entries masked after calibration",
+                                applies=method_names.lori)
     # optimisation
-    learning_rate: float = _opt(1e-3, "AdamW learning rate (constant after warm-up)")
-    warmup_steps: int = _opt(0, "linear warm-up steps at the start of each task")
-    weight_decay: float = _opt(0.0, "AdamW weight decay")
-    batch_size: int = _opt(32, "global batch size (examples per optimiser step)")
-    micro_batch_size: int = _opt(8, "examples per forward pass; gradient accumulation reaches batch_size")
-    epochs: int = _opt(1, "epochs per task (paper: 1)")
-    max_steps_per_task: int | None = _opt(None, "stop each task after this many optimiser steps (debugging)")
-    max_grad_norm: float = _opt(1.0, "clip the gradient norm of A, B and tau before each step (Hugging Face "
-                                "Trainer default, as the authors train); 0 disables")
-    loss_mean: str = _opt("step", "task loss averaged over the target tokens of the whole optimiser step (as one "
-                          "batch of batch_size, the authors') or per micro-batch", choices=("step", "micro-batch"))
-    precision: str = _opt("bf16", "mixed precision for training and evaluation: bf16 autocast (also on CPU), "
-                          "fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
+    learning_rate: float = _opt(SCALE, 1e-3, "AdamW learning rate (constant after warm-up)")
+    warmup_steps: int = _opt(SCALE, 0, "linear warm-up steps at the start of each task")
+    weight_decay: float = _opt(SCALE, 0.0, "AdamW weight decay")
+    batch_size: int = _opt(SCALE, 32, "global batch size (examples per optimiser step)")
+    micro_batch_size: int = _opt(EXECUTION, 8, "examples per forward pass; gradient accumulation reaches "
+                                 "batch_size")
+    epochs: int = _opt(SCALE, 1, "epochs per task (paper: 1)")
+    max_steps_per_task: int | None = _opt(SCALE, None, "stop each task after this many optimiser steps "
+                                          "(debugging)")
+    max_grad_norm: float = _opt(SCALE, 1.0, "clip the gradient norm of A, B and tau before each step (Hugging "
+                                "Face Trainer default, as the authors train); 0 disables")
+    loss_mean: str = _opt(SCALE, "step", "task loss averaged over the target tokens of the whole optimiser step "
+                          "(as one batch of batch_size, the authors') or per micro-batch",
+                          choices=("step", "micro-batch"))
+    precision: str = _opt(SCALE, "bf16", "mixed precision for training and evaluation: bf16 autocast (also on "
+                          "CPU), fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
     # evaluation
-    eval_mode: str = _opt("generate", "greedy generation with exact match, rank classification of the label "
-                          "words, or both", choices=("generate", "rank", "both"))
-    eval_scope: str = _opt("seen", "after each task evaluate the tasks learned so far, or every task of the "
-                           "order", choices=("seen", "all"))
-    eval_batch_size: int = _opt(32, "examples per evaluation batch")
-    max_new_tokens: int | None = _opt(8, "greedy generation budget (authors: 8); unset: the longest label + EOS")
-    answer_match: str = _opt("authors", "exact match after lower-casing and collapsing whitespace (authors), or "
-                             "also removing punctuation (no-punct)", choices=("authors", "no-punct"))
-    single_dir: str | None = _opt(None, "a finished 'single' run for FWT; else one with the same model, scale "
-                                  "and seed is looked for next to the output directory")
+    eval_mode: str = _opt(SCALE, "generate", "greedy generation with exact match, rank classification of the "
+                          "label words, or both", choices=("generate", "rank", "both"))
+    eval_scope: str = _opt(EXECUTION, "seen", "after each task evaluate the tasks learned so far, or every task "
+                           "of the order", choices=("seen", "all"))
+    # a memory knob: a run may resume with another one (as before roles existed)
+    eval_batch_size: int = _opt(OUTPUT, 32, "examples per evaluation batch")
+    max_new_tokens: int | None = _opt(SCALE, 8, "greedy generation budget (authors: 8); unset: the longest label "
+                                      "+ EOS")
+    answer_match: str = _opt(SCALE, "authors", "exact match after lower-casing and collapsing whitespace "
+                             "(authors), or also removing punctuation (no-punct)", choices=("authors", "no-punct"))
+    single_dir: str | None = _opt(OUTPUT, None, "a finished 'single' run for FWT; else one with the same model, "
+                                  "scale and seed is looked for next to the output directory")
     # output
-    output_dir: str | None = _opt(None, "run directory; default runs/<method>-order<order>-seed<seed>")
-    log: str = _opt("none", "also log scalars to TensorBoard", choices=("none", "tensorboard"))
-    progress: bool = _opt(True, "show progress bars")
+    output_dir: str | None = _opt(OUTPUT, None, "run directory; default runs/<method>-order<order>-seed<seed>")
+    log: str = _opt(OUTPUT, "none", "also log scalars to TensorBoard", choices=("none", "tensorboard"))
+    progress: bool = _opt(OUTPUT, True, "show progress bars")
 
     def __post_init__(self):
         # every value is checked here, where the configuration is built: a bad one fails in one line
         # before any data or model is loaded, not minutes into the run
-        from jumplora.data import resolve_order
-        from jumplora.methods import canonical_method
-
         self.method = canonical_method(self.method)  # "JumpLoRA" is stored as "jumplora"
         for name, hint in _field_types().items():
             setattr(self, name, _typed(name, hint, getattr(self, name)))
@@ -150,29 +190,26 @@ class RunConfig:
             )
         resolve_order(self.order)  # an unknown task or a missing order file fails here
         self._check_method_options()
-        if self.threshold == "table1":
-            self.threshold = table1_threshold(self.method, self.order)
+        if self.threshold_mode == "table1":
+            self.threshold_mode = table1_threshold(self.method, self.order)
 
     def _check_method_options(self) -> None:
-        from jumplora.methods import parse_method
-        from jumplora.methods.ella import lambdas_for
-
-        if parse_method(self.method)[0] == "ella":
+        if self.method_name.strategy == "ella":
             lambdas = lambdas_for(self.ella_lambda, self.order, len(self.task_list))
             if not all(math.isfinite(v) and v >= 0 for v in lambdas):
                 raise ConfigError(f"ella_lambda must be 'paper' or numbers >= 0, got {self.ella_lambda!r}")
 
     # derived -----------------------------------------------------------------------------------
     @property
-    def gated(self) -> bool:
-        from jumplora.methods import parse_method
+    def method_name(self) -> MethodName:
+        return parse_method(self.method)
 
-        return parse_method(self.method)[1]
+    @property
+    def gated(self) -> bool:
+        return self.method_name.gated
 
     @property
     def task_list(self) -> list[str]:
-        from jumplora.data import resolve_order
-
         return resolve_order(self.order)
 
     @property
@@ -184,8 +221,6 @@ class RunConfig:
 
     @property
     def resolved_data_dir(self) -> Path:
-        from jumplora.data import resolve_data_dir
-
         return resolve_data_dir(self.data_dir)
 
     # (de)serialisation ---------------------------------------------------------------------------
@@ -193,25 +228,25 @@ class RunConfig:
     def field_meta(cls, name: str) -> dict[str, Any]:
         return dict(next(f for f in dataclasses.fields(cls) if f.name == name).metadata)
 
+    @classmethod
+    def field_default(cls, name: str) -> Any:
+        return next(f for f in dataclasses.fields(cls) if f.name == name).default
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "configuration") -> "RunConfig":
+        values = current_names(values, source)
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown option(s) {', '.join(unknown)}")
-        values = dict(values)
         if "order" in values:
             values["order"] = str(values["order"])
         if isinstance(values.get("target_modules"), str):
             values["target_modules"] = [t.strip() for t in values["target_modules"].split(",") if t.strip()]
         return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> "RunConfig":
-        return cls.from_dict(read_yaml(path), source=str(path))
 
 
 # -- checking values ---------------------------------------------------------------------------------
@@ -355,7 +390,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "max_grad_norm": _NON_NEGATIVE,  # 0 disables clipping
     "eval_batch_size": _at_least(1),
     "max_new_tokens": _at_least(1),
-    "model_kind": (lambda v: v in ("seq2seq", "causal"), "seq2seq or causal"),
+    "model_kind": (lambda v: v in KINDS, " or ".join(KINDS)),
 }
 
 
@@ -376,12 +411,28 @@ def table1_threshold(method: str, order: str) -> str:
     """The threshold of the paper's Table 1, which reports each benchmark's best configuration of Table 3:
     JumpLoRA+IncLoRA local on Standard CL (orders 1-3), global on Long Sequence (4-6); JumpLoRA+ELLA
     global on SC, local on LS. Other methods and custom orders: global (the authors' code default)."""
-    base = method.lower().split("+")[-1]
     benchmark = {"1": "SC", "2": "SC", "3": "SC", "4": "LS", "5": "LS", "6": "LS"}.get(str(order))
     table = {("inclora", "SC"): "local", ("inclora", "LS"): "global",
-             ("jumplora", "SC"): "local", ("jumplora", "LS"): "global",
              ("ella", "SC"): "global", ("ella", "LS"): "local"}
-    return table.get((base, benchmark), "global")
+    return table.get((parse_method(method).strategy, benchmark), "global")
+
+
+# Options renamed since runs were first written: old name -> field. A YAML file or a saved config.yaml
+# may use the old name (the `--threshold` flag is kept as well, see `aliases`).
+RENAMED: dict[str, str] = {
+    alias: f.name for f in dataclasses.fields(RunConfig) for alias in f.metadata.get("aliases", ())
+}
+
+
+def current_names(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """`values` with renamed options under their current names; both names at once is refused."""
+    values = dict(values)
+    for old, new in RENAMED.items():
+        if old in values:
+            if new in values:
+                raise ConfigError(f"{source}: {old} and {new} are one option; give {new} only")
+            values[new] = values.pop(old)
+    return values
 
 
 # The values a run directory written before an option existed was run with. A saved config.yaml that
@@ -408,12 +459,25 @@ LEGACY_VALUES: dict[str, Any] = {
 
 
 def with_legacy_values(saved: dict[str, Any]) -> dict[str, Any]:
-    """A saved configuration completed with LEGACY_VALUES for the keys it lacks."""
-    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in saved}, **saved}
+    """A saved configuration as it was run: renamed options under their current names (`RENAMED`),
+    and LEGACY_VALUES for the options it lacks."""
+    current = current_names(saved, "config.yaml")
+    return {**{k: v for k, v in LEGACY_VALUES.items() if k not in current}, **current}
+
+
+def _with_role(*roles: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(RunConfig) if f.metadata["role"] in roles)
 
 
 # options that change results: a run directory refuses to continue under different values
-RESULT_AFFECTING = tuple(
-    f.name for f in dataclasses.fields(RunConfig)
-    if f.name not in {"output_dir", "progress", "log", "eval_batch_size", "single_dir", "data_dir"}
-)
+RESULT_AFFECTING = _with_role(IDENTITY, SEED, SCALE, METHOD, EXECUTION)
+# what the `single` run giving FWT's a_0,i must share with the run (`jumplora.rundir.find_single_run`)
+SCALE_KEYS = _with_role(SCALE, SEED)
+# what splits one method's runs into separate rows of a report (`jumplora.analysis.groups`)
+VARIANT_KEYS = _with_role(SCALE, METHOD, EXECUTION)
+
+
+def applies(key: str, method: MethodName) -> bool:
+    """Whether option `key` acts on `method` (its `applies` metadata): a setting of another method's
+    option does not make two runs different."""
+    return RunConfig.field_meta(key)["applies"](method)

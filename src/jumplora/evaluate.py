@@ -29,12 +29,13 @@ import contextlib
 import inspect
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
+from jumplora.tokens import check_kind, eos_id, pad_id
+
 MODES = ("generate", "rank", "both")
-KINDS = ("seq2seq", "causal")
 ANSWER_MATCH = ("authors", "no-punct")
 
 
@@ -104,9 +105,6 @@ class EvalResult:
         """`correct` as "0"/"1" characters: one per test example, for paired bootstraps over runs."""
         return "".join("1" if hit else "0" for hit in (self.correct or []))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 # ---------------------------------------------------------------------------------------------
 # helpers
@@ -117,22 +115,6 @@ def _model_device(model) -> torch.device:
         return model.get_input_embeddings().weight.device
     except (AttributeError, NotImplementedError):
         return next(model.parameters()).device
-
-
-def _eos_id(tokenizer, model) -> int:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
-        if isinstance(eos, (list, tuple)):
-            eos = eos[0] if eos else None
-    if eos is None:
-        raise ValueError("evaluation needs an EOS token id (neither tokenizer nor model has one)")
-    return int(eos)
-
-
-def _pad_id(tokenizer, eos_id: int) -> int:
-    pad = getattr(tokenizer, "pad_token_id", None)
-    return eos_id if pad is None else int(pad)
 
 
 def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -146,11 +128,6 @@ def _accepts(model, name: str) -> bool:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in KINDS:
-        raise ValueError(f"unknown model kind {kind!r}; expected one of {KINDS}")
 
 
 def _check_left_padded(attention_mask: torch.Tensor) -> None:
@@ -180,9 +157,8 @@ def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
     Causal prompts must be left-padded; the attention mask is passed so that transformers derives
     the position ids from it (padding does not shift the positions of the real tokens).
     """
-    _check_kind(kind)
-    eos_id = _eos_id(tokenizer, model)
-    pad_id = _pad_id(tokenizer, eos_id)
+    check_kind(kind)
+    eos, pad = eos_id(tokenizer, model), pad_id(tokenizer, model)
     if kind == "causal":
         _check_left_padded(attention_mask)
     output = model.generate(
@@ -193,8 +169,8 @@ def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
         max_new_tokens=max_new_tokens,
         min_new_tokens=0,
         use_cache=True,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
+        eos_token_id=eos,
+        pad_token_id=pad,
     )
     if not torch.is_tensor(output):  # a ModelOutput when return_dict_in_generate is configured
         output = output.sequences
@@ -202,8 +178,8 @@ def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
     new_tokens = output[:, input_ids.shape[1]:] if kind == "causal" else output[:, 1:]
     rows = []
     for row in new_tokens.tolist():
-        if eos_id in row:
-            row = row[: row.index(eos_id)]
+        if eos in row:
+            row = row[: row.index(eos)]
         rows.append(row)
     return rows
 
@@ -302,7 +278,7 @@ def label_scores(model, kind: str, input_ids, attention_mask, label_ids,
     Seq2seq: the encoder runs once per batch, the decoder once per label with the label as
     teacher-forced input. `pad_id` is the decoder start fallback for seq2seq models.
     """
-    _check_kind(kind)
+    check_kind(kind)
     if not label_ids or any(len(ids) == 0 for ids in label_ids):
         raise ValueError("rank classification needs a non-empty token list for every label")
     if kind == "causal":
@@ -359,15 +335,14 @@ def evaluate_task(
     module caches); its training flag is restored afterwards. Predictions and references come back
     sorted by `index`, i.e. in the original example order.
     """
-    _check_kind(kind)
+    check_kind(kind)
     if mode not in MODES:
         raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
     label_ids = [list(ids) for ids in label_ids]
-    eos_id = _eos_id(tokenizer, model)
-    pad_id = _pad_id(tokenizer, eos_id)
+    eos, pad = eos_id(tokenizer, model), pad_id(tokenizer, model)
     if labels is None:
         labels = [
-            tokenizer.decode([t for t in ids if t != eos_id], skip_special_tokens=True).strip()
+            tokenizer.decode([t for t in ids if t != eos], skip_special_tokens=True).strip()
             for ids in label_ids
         ]
     labels = list(labels)
@@ -421,7 +396,7 @@ def evaluate_task(
                         hits_gen_labelled += hit and known
                 if rank:
                     scores = label_scores(model, kind, input_ids, attention_mask, label_ids,
-                                          pad_id=pad_id)
+                                          pad_id=pad)
                     best = scores.argmax(dim=-1).tolist()
                     for i, key, known, b in zip(index, keys, labelled, best):
                         ranked[i] = labels[b]

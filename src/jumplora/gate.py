@@ -33,7 +33,9 @@ import math
 import torch
 from torch import nn
 
-DEFAULT_BANDWIDTH = 0.001
+from jumplora import defaults
+
+DEFAULT_BANDWIDTH = defaults.BANDWIDTH
 MIN_LOG_THRESHOLD = -80.0  # exp(-80) ≈ 1.8e-35, above float32's smallest normal number
 MIN_THRESHOLD = math.exp(MIN_LOG_THRESHOLD)
 

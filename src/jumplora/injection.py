@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from jumplora import defaults
 from jumplora.adapter import LoRALinear
 from jumplora.gate import DEFAULT_BANDWIDTH, MIN_THRESHOLD, Threshold
-from jumplora.models import find_target_linears
+from jumplora.targets import find_target_linears
 from jumplora.updates import ModuleUpdate, TaskUpdate
 
 THRESHOLD_MODES = ("global", "local")
@@ -32,8 +33,8 @@ class AdapterConfig:
     """What to inject for one task. Defaults are the paper's (§4.4)."""
 
     target_modules: tuple[str, ...] = ("q", "v")
-    rank: int = 8
-    alpha: float = 32.0
+    rank: int = defaults.RANK
+    alpha: float = defaults.ALPHA
     gated: bool = False  # True: JumpLoRA; False: plain LoRA
     threshold_mode: str = "global"  # one τ for the model, or one per transformer block
     bandwidth: float = DEFAULT_BANDWIDTH

@@ -17,7 +17,7 @@ the same constant (the mean single-task accuracy) for every method of a benchmar
 
 plus the per-task forgetting measure of Chaudhry et al. (2018), which the paper does not report.
 
-Everything returns plain Python floats at full precision; `round_metrics` is for display only.
+Everything returns plain Python floats at full precision (the CSV and the terminal round for display).
 """
 
 from __future__ import annotations
@@ -178,14 +178,3 @@ def compute_metrics(matrix, tasks: Sequence[str], single=None) -> dict:
         "FWT_final": forward_transfer_final(a, single, tasks),
         "forgetting": dict(zip(tasks, forgetting(a))),
     }
-
-
-def round_metrics(metrics, ndigits: int = 2):
-    """A copy of `metrics` (nested dicts / lists / floats) with floats rounded, for display."""
-    if isinstance(metrics, float):
-        return round(metrics, ndigits)
-    if isinstance(metrics, Mapping):
-        return {key: round_metrics(value, ndigits) for key, value in metrics.items()}
-    if isinstance(metrics, (list, tuple)):
-        return type(metrics)(round_metrics(value, ndigits) for value in metrics)
-    return metrics

@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from jumplora import defaults
+
 ROUNDINGS = ("floor", "round")
 
 
@@ -44,7 +46,8 @@ class JumpSchedule:
     final: int
 
     @classmethod
-    def for_task(cls, total_steps: int, s_start: float | int = 0.2, s_final: float | int = 0.8,
+    def for_task(cls, total_steps: int, s_start: float | int = defaults.S_START,
+                 s_final: float | int = defaults.S_FINAL,
                  rounding: str = "floor") -> "JumpSchedule":
         start = max(1, resolve_step(s_start, total_steps, "S_start", rounding))
         final = max(start, resolve_step(s_final, total_steps, "S_final", rounding))

@@ -15,22 +15,19 @@ part of the uncertainty (the paired table's ± shows it).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 
+from jumplora.rundir import Run
 
-def final_correct(run_path: Path, tasks: list[str]) -> dict[str, np.ndarray] | None:
-    """Per task, the 0/1 correctness of each test example after the last task, from the last task
-    record's "correct" strings; None for runs written before these were recorded."""
-    records = sorted((Path(run_path) / "tasks").glob(f"{len(tasks) - 1:02d}-*.json"))
-    if not records:
+
+def final_correct(run: Run) -> dict[str, np.ndarray] | None:
+    """Per task, the 0/1 correctness of each test example after the last stage, from its task
+    record's "correct" strings; None for an unfinished run or one written before these were recorded."""
+    record = run.stages[-1].record if run.finished and run.stages else None
+    correct = record.correct if record is not None else None
+    if not correct or any(not correct.get(task) for task in run.tasks):
         return None
-    correct = json.loads(records[-1].read_text()).get("correct")
-    if not correct or any(not correct.get(task) for task in tasks):
-        return None
-    return {task: np.frombuffer(correct[task].encode(), dtype=np.uint8) - ord("0") for task in tasks}
+    return {task: np.frombuffer(correct[task].encode(), dtype=np.uint8) - ord("0") for task in run.tasks}
 
 
 def paired_oa_bootstrap(pairs: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]],

@@ -30,10 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from jumplora.config import RunConfig
 from jumplora.errors import UserError
 
-CONVENTIONS = ("authors", "unscaled-sum")
-DEFAULT_CONVENTION = "authors"
+CONVENTIONS = RunConfig.field_meta("ella_scale")["choices"]  # those `jumplora run --ella-scale` trains under
+DEFAULT_CONVENTION = RunConfig.field_default("ella_scale")
 _PENALTY_HEADER = {
     "authors": "(1/M) Σ ‖βΔW ⊙ W_past‖²",
     "unscaled-sum": "Σ ‖ΔW ⊙ W_past‖²",
@@ -75,11 +76,11 @@ def suggested_lambda(balances: list[TaskBalance]) -> float:
 
 
 def task_losses(run) -> dict[str, list[float]]:
-    """Task loss per optimiser step, by task, from the run's losses.jsonl."""
+    """Task loss per optimiser step, by stage, from the run's loss log."""
     try:
-        return {task: [float(r["task_loss"]) for r in records] for task, records in run.loss_records().items()}
+        return {stage: [float(r["task_loss"]) for r in records] for stage, records in run.losses().items()}
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{run.path}: a losses.jsonl record has no numeric 'task_loss'") from None
+        raise UserError(f"{run.path}: a logged training step has no numeric 'task_loss'") from None
 
 
 def _check_convention(convention: str) -> None:
@@ -92,15 +93,16 @@ def balance_table(run, tail: float = 0.2, convention: str = DEFAULT_CONVENTION) 
     _check_convention(convention)
     if not 0 < tail <= 1:
         raise UserError(f"tail must be in (0, 1], got {tail}")
-    if not run.update_paths or run.update_paths[0] is None:
-        raise UserError(f"{run.path}: no update files under updates/ (they are needed to measure the penalty)")
+    if not run.stages or run.stages[0].update_path is None:
+        raise UserError(f"{run.path}: no update files (they are needed to measure the penalty)")
     losses = task_losses(run)
     past: dict[str, torch.Tensor] = {}
     balances = []
-    for index, task in enumerate(run.tasks):
+    for index, stage in enumerate(run.stages):
+        task = stage.name
         update = run.update(index)
         if update is None:
-            break  # an unfinished run: stop at the first missing task
+            break  # an unfinished run: stop at the first missing stage
         if convention == "authors":
             deltas = {name: m.dense() for name, m in update.modules.items()}  # β·ΔW, as merged
         else:
@@ -112,7 +114,7 @@ def balance_table(run, tail: float = 0.2, convention: str = DEFAULT_CONVENTION) 
                 penalty /= len(terms)
             task_loss = losses.get(task)
             if not task_loss:
-                raise UserError(f"{run.path}: losses.jsonl has no step of task {task!r}")
+                raise UserError(f"{run.path}: no logged training step of task {task!r}")
             count = max(1, round(tail * len(task_loss)))
             balances.append(TaskBalance(task, sum(task_loss[-count:]) / count, penalty, count, len(terms)))
         for name, delta in deltas.items():

@@ -1,10 +1,10 @@
 """Grouping runs by method and order (seeds are what a group averages over).
 
-A group is a method label and an order. When runs of one method differ in a setting that changes
-the method (the threshold mode, ELLA's penalty target or λ, the model, rank, alpha), averaging them
-would mix configurations, so their label gets the differing settings appended:
-"JumpLoRA + IncLoRA [threshold=local]". Settings that are the same for every run of a method are
-not shown.
+A group is a method and an order. When runs of one method differ in a setting that changes what
+it computes (`jumplora.config.VARIANT_KEYS`: every result-affecting option but the method, the
+order and the seed), averaging them would mix configurations, so their label gets the differing
+settings appended: "JumpLoRA + IncLoRA [threshold_mode=local]". Settings that are the same for every
+run of a method are not shown, nor options the method ignores (`jumplora.config.applies`).
 
 Settings are read from `Run.config`, config.yaml completed with the legacy values of options the
 run predates (`jumplora.config.with_legacy_values`): runs written before an option existed count as
@@ -21,49 +21,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from jumplora.analysis.rundir import Run, RunWarning, config_get
+from jumplora.config import VARIANT_KEYS, applies
+from jumplora.method_names import MethodName
+from jumplora.rundir import Run, RunWarning
 
-# Settings that change what a run computes (config.yaml keys, see `jumplora.config.RunConfig`).
-VARIANT_KEYS = (
-    "model", "threshold", "ella_penalty", "ella_lambda", "ewc_lambda", "olora_lambda", "olora_l2",
-    "lori_sparsity", "rank", "alpha", "target_modules", "s_start", "s_final", "bandwidth", "learning_rate",
-    "warmup_steps", "weight_decay", "batch_size", "epochs", "max_steps_per_task", "train_per_class",
-    "val_per_class", "test_per_class", "max_input_tokens", "prompt_header", "precision", "eval_mode",
-    # added later; runs that predate them read as their legacy values (jumplora.config.LEGACY_VALUES)
-    "split", "unlabelled_test", "max_target_tokens", "prompt_style", "batching", "lora_dropout",
-    "threshold_grad", "threshold_init", "schedule_rounding", "ella_scale", "ella_threshold_grad",
-    "max_grad_norm", "loss_mean", "max_new_tokens", "answer_match",
-)
-ABLATION_KEYS = ("threshold", "ella_penalty")
-METHOD_ORDER = ("EWC", "ewc", "IncLoRA", "JumpLoRA + IncLoRA", "ELLA", "JumpLoRA + ELLA")
-_JUMP_ONLY = ("threshold", "s_start", "s_final", "bandwidth", "threshold_grad", "threshold_init", "schedule_rounding")
-_JUMP_ELLA_ONLY = ("ella_penalty", "ella_threshold_grad")
-
-
-def _relevant(label: str, key: str) -> bool:
-    """Whether a setting matters to a method (defaults of other methods' options are ignored)."""
-    name = label.lower()
-    if key in _JUMP_ONLY:
-        return name.startswith("jumplora")
-    if key in _JUMP_ELLA_ONLY:
-        return label == "JumpLoRA + ELLA"
-    for prefix in ("ella", "ewc", "olora", "lori"):
-        if key.startswith(prefix + "_"):
-            return prefix in name.replace("jumplora", "")
-    return True
+ABLATION_KEYS = ("threshold_mode", "ella_penalty")
 
 
 def variant_value(run: Run, key: str) -> str | None:
-    if key == "threshold":
-        return run.threshold
-    if key == "ella_penalty":
-        return run.update_mode
-    value = config_get(run.config, key)
-    if key == "lora_dropout" and value is None:
-        # unset: the authors' value per method (jumplora.methods.base.Method.lora_dropout)
-        value = 0.0 if str(run.method).lower().startswith("jumplora") else 0.1
-    if key == "lora_dropout" and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = float(value)  # 0 and 0.0 are one setting
+    value = run.config.get(key)
+    if key == "lora_dropout":
+        # unset: the authors' value per method; 0 and 0.0 are one setting
+        value = float(run.method_name.default_lora_dropout if value is None else value)
     if value is None:
         return None
     text = ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
@@ -72,20 +41,20 @@ def variant_value(run: Run, key: str) -> str | None:
 
 def ablation_update(run: Run) -> str | None:
     """Sparse/interp for JumpLoRA + ELLA (§4.6); None where ELLA's penalty does not apply."""
-    return run.update_mode if run.label == "JumpLoRA + ELLA" else None
+    return run.update_mode if applies("ella_penalty", run.method_name) else None
 
 
-def varying_keys(runs: list[Run]) -> dict[str, list[str]]:
-    """Per method label, the variant settings whose values differ among its runs."""
-    by_label: dict[str, list[Run]] = {}
+def varying_keys(runs: list[Run]) -> dict[MethodName, list[str]]:
+    """Per method, the variant settings whose values differ among its runs."""
+    by_method: dict[MethodName, list[Run]] = {}
     for run in runs:
-        by_label.setdefault(run.label, []).append(run)
+        by_method.setdefault(run.method_name, []).append(run)
     return {
-        label: [
+        method: [
             key for key in VARIANT_KEYS
-            if _relevant(label, key) and len({variant_value(r, key) for r in members}) > 1
+            if applies(key, method) and len({variant_value(r, key) for r in members}) > 1
         ]
-        for label, members in by_label.items()
+        for method, members in by_method.items()
     }
 
 
@@ -96,16 +65,23 @@ def row_label(run: Run, keys: list[str], exclude: tuple[str, ...] = ()) -> str:
     return f"{run.label} [" + ", ".join(f"{k}={variant_value(run, k)}" for k in shown) + "]"
 
 
-def method_sort_key(label: str) -> tuple:
-    base = label.split(" [", 1)[0]
-    rank = METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
-    return (rank, base.lower(), label)
+def method_sort_key(method: MethodName, label: str) -> tuple:
+    """The paper's method order (`MethodName.sort_key`), then the label (variants of one method)."""
+    return (*method.sort_key, label)
 
 
 def order_sort_key(order) -> tuple:
     if isinstance(order, int):
         return (0, order, "")
     return (1, 0, "" if order is None else str(order))
+
+
+def order_label(order: int | str | None) -> str:
+    if order is None:
+        return "unknown order"
+    if isinstance(order, int):
+        return f"Order {order}"
+    return f"order {order}"
 
 
 @dataclass
@@ -128,18 +104,23 @@ class Stat:
 
 @dataclass
 class Group:
-    """The runs (seeds) of one method variant on one order."""
+    """The runs (seeds) of one method variant on one order. `label` is the row's ("JumpLoRA + ELLA
+    [ella_lambda=100]"), `method` the method's identity, `method.label` its paper label."""
 
     label: str
-    method: str
+    method: MethodName
     order: int | str | None
     runs: list[Run] = field(default_factory=list)
-    threshold: str | None = None
+    threshold_mode: str | None = None
     update: str | None = None
 
     @property
     def seeds(self) -> list:
         return [r.seed for r in self.runs]
+
+    @property
+    def sort_key(self) -> tuple:
+        return (*method_sort_key(self.method, self.label), *order_sort_key(self.order))
 
 
 def group_runs(runs: list[Run]) -> list[Group]:
@@ -147,10 +128,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
     keys = varying_keys(runs)
     groups: dict[tuple, Group] = {}
     for run in runs:
-        label = row_label(run, keys.get(run.label, []))
+        label = row_label(run, keys.get(run.method_name, []))
         key = (label, run.order)
         if key not in groups:
-            groups[key] = Group(label, run.label, run.order, threshold=run.threshold, update=ablation_update(run))
+            groups[key] = Group(label, run.method_name, run.order, threshold_mode=run.threshold_mode,
+                                update=ablation_update(run))
         groups[key].runs.append(run)
     for group in groups.values():
         repeated = [seed for seed, count in Counter(group.seeds).items() if count > 1 and seed is not None]
@@ -159,4 +141,4 @@ def group_runs(runs: list[Run]) -> list[Group]:
                 f"{group.label}, order {group.order}: seed {repeated[0]} appears in more than one run; "
                 "all are averaged", RunWarning, stacklevel=2,
             )
-    return sorted(groups.values(), key=lambda g: (method_sort_key(g.label), order_sort_key(g.order)))
+    return sorted(groups.values(), key=lambda g: g.sort_key)

@@ -1,6 +1,6 @@
 """The paper's reported numbers (arXiv 2604.16171), for side-by-side columns in reports.
 
-Keyed by method label (see `jumplora.analysis.rundir.METHOD_LABELS`) and order or benchmark
+Keyed by method label (`jumplora.method_names.MethodName.label`) and order or benchmark
 ("SC": Standard CL, orders 1-3; "LS": Long Sequence, orders 4-6). All are means over seeds 42-44.
 EWC's numbers are the paper's, quoted from Biswas et al. (2026).
 """
@@ -9,10 +9,17 @@ from __future__ import annotations
 
 PAPER = "arXiv 2604.16171"
 
+# The paper's two benchmarks and their orders: Standard CL (SC) and Long Sequence (LS).
+BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
+
+
+def benchmark_of(order) -> str | None:
+    """"SC" for orders 1-3, "LS" for orders 4-6, None for other orders."""
+    return next((bench for bench, orders in BENCHMARKS.items() if order in orders), None)
+
 # Table 1: OA (%) per order, and the SC / LS means.
 TABLE1_OA: dict[str, dict[int | str, float]] = {
     "EWC": {1: 46.30, 2: 45.30, 3: 52.10, "SC": 47.90, 4: 44.90, 5: 44.00, 6: 45.40, "LS": 44.80},
-    "ewc": {1: 46.30, 2: 45.30, 3: 52.10, "SC": 47.90, 4: 44.90, 5: 44.00, 6: 45.40, "LS": 44.80},
     "IncLoRA": {1: 59.25, 2: 58.69, 3: 69.86, "SC": 62.60, 4: 56.83, 5: 56.40, 6: 54.32, "LS": 55.89},
     "JumpLoRA + IncLoRA": {1: 70.76, 2: 69.26, 3: 74.78, "SC": 71.60, 4: 65.35, 5: 61.84, 6: 64.06, "LS": 63.75},
     "ELLA": {1: 78.09, 2: 78.37, 3: 78.23, "SC": 78.23, 4: 72.64, 5: 67.91, 6: 74.15, "LS": 71.57},

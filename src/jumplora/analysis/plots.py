@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from jumplora.analysis.groups import order_label
 from jumplora.analysis.layers import stack_label
-from jumplora.analysis.rundir import Run, order_label
-from jumplora.atomic import atomic_write
+from jumplora.rundir import Run, atomic_write
 from jumplora.errors import UserError
 
 METHOD_COLOURS = {
@@ -29,7 +29,6 @@ METHOD_COLOURS = {
     "ELLA": "#2ca02c",
     "JumpLoRA + ELLA": "#d62728",
     "EWC": "#7f7f7f",
-    "ewc": "#7f7f7f",
 }
 _OTHER_COLOURS = ("#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31")
 _LINESTYLES = ("-", "--", ":", "-.")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import warnings
 from dataclasses import dataclass, field
@@ -27,15 +26,15 @@ from pathlib import Path
 
 from jumplora.analysis import paper
 from jumplora.analysis.bootstrap import final_correct, paired_oa_bootstrap
-from jumplora.analysis.files import atomic_write_text
 from jumplora.analysis.groups import (
-    ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_sort_key, row_label,
-    varying_keys,
+    ABLATION_KEYS, Group, Stat, ablation_update, group_runs, method_sort_key, order_label, order_sort_key,
+    row_label, varying_keys,
 )
-from jumplora.analysis.rundir import JUMP_LABELS, LOSSES, Run, RunWarning, benchmark_of, config_get, order_label
+from jumplora.analysis.paper import BENCHMARKS, benchmark_of
 from jumplora.analysis.stats import run_stats
+from jumplora.rundir import Run, RunWarning, atomic_write_text
+from jumplora.rundir.layout import LOSSES, METRICS, TASKS  # named in captions only: runs are read by load_run
 
-BENCHMARKS = {"SC": (1, 2, 3), "LS": (4, 5, 6)}
 DASH = "—"
 STD_NOTE = (
     "Values are the mean over seeds ± the sample standard deviation (ddof = 1); "
@@ -164,18 +163,20 @@ def table_runs(runs: list[Run]) -> Table:
     columns = ["Run", "Method", "Order", "Seed", "Tasks done", "OA", "BWT", "FWT (§4.2)", "FWT (script)",
                "Wall time", "Peak memory"]
     rows, csv_rows = [], []
-    for run in sorted(runs, key=lambda r: (method_sort_key(r.label), order_sort_key(r.order), str(r.seed), str(r.path))):
-        done = f"{run.completed}/{run.n_tasks}" + ("" if run.finished else " (unfinished)")
+    ordered = sorted(runs, key=lambda r: (method_sort_key(r.method_name, r.label), order_sort_key(r.order),
+                                          str(r.seed), str(r.path)))
+    for run in ordered:
+        done = f"{run.completed}/{len(run.stages)}" + ("" if run.finished else " (unfinished)")
         values = [run.metric(k) if run.finished else math.nan for k in METRIC_KEYS]
         cost = [run.metric("wall_time_s"), run.metric("peak_memory_mb")]
         rows.append([str(run.path), run.label, str(run.order), str(run.seed), done] + [fmt(v) for v in values]
                     + [fmt_duration(cost[0]), DASH if _missing(cost[1]) else f"{cost[1] / 1024:.1f} GiB"])
-        csv_rows.append([str(run.path), run.method, run.label, run.order, run.seed, run.completed, run.n_tasks,
+        csv_rows.append([str(run.path), run.method, run.label, run.order, run.seed, run.completed, len(run.stages),
                          run.finished] + values + cost)
     caption = (
         "One row per run directory; metrics of unfinished runs are not used. Wall time: training, merging and "
         "evaluating every task (model loading excluded); peak memory: the run's peak resident set size (on a "
-        f"GPU, its peak allocated device memory), as metrics.json records them. {FWT_NOTE}"
+        f"GPU, its peak allocated device memory), as {METRICS} records them. {FWT_NOTE}"
     )
     return Table(
         "runs", "Runs", caption, columns, rows,
@@ -206,7 +207,7 @@ def _rows_by_label(groups: list[Group]) -> dict[str, dict]:
     rows: dict[str, dict] = {}
     for group in groups:
         rows.setdefault(group.label, {})[group.order] = group
-    return dict(sorted(rows.items(), key=lambda item: method_sort_key(item[0])))
+    return dict(sorted(rows.items(), key=lambda item: method_sort_key(next(iter(item[1].values())).method, item[0])))
 
 
 def table1(groups: list[Group]) -> Table:
@@ -224,7 +225,7 @@ def table1(groups: list[Group]) -> Table:
         csv_columns += [f"{bench}_mean", f"{bench}_orders", f"{bench}_paper"]
     rows, csv_rows = [], []
     for label, by_order in _rows_by_label(groups).items():
-        method = next(iter(by_order.values())).method
+        method = next(iter(by_order.values())).method.label  # the paper's values are by its labels
         row, csv_row, means = [label], [label], {}
         for order in orders:
             stat = metric_stat(by_order[order], "OA") if order in by_order else Stat(math.nan, math.nan, 0)
@@ -259,7 +260,7 @@ def table2(groups: list[Group]) -> Table:
     rows, csv_rows = [], []
     if benches:
         for label, by_order in _rows_by_label(groups).items():
-            method = next(iter(by_order.values())).method
+            method = next(iter(by_order.values())).method.label
             row, csv_row, seen = [label], [label], False
             for bench in benches:
                 cells = {}
@@ -287,14 +288,15 @@ def table2(groups: list[Group]) -> Table:
 
 
 def table3(runs: list[Run]) -> Table:
-    jump = [r for r in runs if r.label in JUMP_LABELS and r.finished]
+    jump = [r for r in runs if r.gated and r.finished]
     keys = varying_keys(jump)
     per_order: dict[tuple, dict] = {}
-    methods: dict[tuple, str] = {}
+    methods: dict[tuple, object] = {}
     for run in jump:
-        key = (row_label(run, keys.get(run.label, []), exclude=ABLATION_KEYS), run.threshold, ablation_update(run))
+        key = (row_label(run, keys.get(run.method_name, []), exclude=ABLATION_KEYS), run.threshold_mode,
+               ablation_update(run))
         per_order.setdefault(key, {}).setdefault(run.order, []).append(run.metric("OA"))
-        methods[key] = run.label
+        methods[key] = run.method_name
     orders = {o for by_order in per_order.values() for o in by_order}
     benches = [b for b in BENCHMARKS if _present(orders, b)]
     columns = ["Method", "Threshold", "Update"]
@@ -303,7 +305,7 @@ def table3(runs: list[Run]) -> Table:
         columns += [f"{bench} OA", "paper"]
         csv_columns += [f"{bench}_mean", f"{bench}_orders", f"{bench}_paper"]
     rows, csv_rows = [], []
-    ordering = lambda k: (method_sort_key(k[0]), str(k[1]), str(k[2]))  # noqa: E731
+    ordering = lambda k: (method_sort_key(methods[k], k[0]), str(k[1]), str(k[2]))  # noqa: E731
     for key in sorted(per_order, key=ordering):
         label, threshold, update = key
         means = {o: Stat.of(values).mean for o, values in per_order[key].items()}
@@ -313,7 +315,7 @@ def table3(runs: list[Run]) -> Table:
         for bench in benches:
             mean, count = _bench_mean(means, bench)
             seen = seen or count > 0
-            value = paper.table3(methods[key], threshold, update, bench)
+            value = paper.table3(methods[key].label, threshold, update, bench)
             row += [_bench_cell(mean, count), fmt_paper(value)]
             csv_row += [mean, count, value]
         if seen:
@@ -325,7 +327,7 @@ def table3(runs: list[Run]) -> Table:
         f"interp.: ΔW_interp). {BENCH_NOTE} {PAPER_NOTE}"
     )
     return Table("table3_ablation", "Table 3: ablation", caption, columns, rows, csv_columns, csv_rows,
-                 "(no finished JumpLoRA + IncLoRA or JumpLoRA + ELLA run of orders 1-6)")
+                 "(no finished JumpLoRA run of orders 1-6)")
 
 
 def table_sparsity(groups: list[Group], layer) -> Table:
@@ -345,8 +347,8 @@ def table_sparsity(groups: list[Group], layer) -> Table:
         jac = Stat.of(s.mean_jaccard for s in stats)
         s_all = Stat.of(s.mean_sparsity_all for s in stats)
         chance = Stat.of(s.mean_jaccard_chance for s in stats)
-        p_s = paper.section5(group.method, group.order, "sparsity")
-        p_j = paper.section5(group.method, group.order, "jaccard")
+        p_s = paper.section5(group.method.label, group.order, "sparsity")
+        p_j = paper.section5(group.method.label, group.order, "jaccard")
         rows.append([
             group.label, order_label(group.order), str(len(stats)),
             fmt_stat(s_layer, 1, 100.0) + (" %" if s_layer.n else ""), fmt_paper(p_s, 1, 100.0) + (" %" if p_s else ""),
@@ -370,16 +372,16 @@ def table_sparsity(groups: list[Group], layer) -> Table:
 
 
 def _base_group(jump: Group, groups: list[Group]) -> Group | None:
-    """The group a JumpLoRA group is compared with: its base method (IncLoRA or ELLA), same order.
+    """The group a JumpLoRA group is compared with: its base method (`MethodName.base`), same order.
 
-    Where the base method has several variants on that order, the one whose label is the JumpLoRA
-    label without "JumpLoRA + " is taken; otherwise the comparison is ambiguous and skipped.
+    Where the base method has several variants on that order, the one with the same variant
+    settings (the label after the method's) is taken; otherwise the comparison is ambiguous and skipped.
     """
-    base_method = jump.method.replace("JumpLoRA + ", "", 1)
-    candidates = [g for g in groups if g.method == base_method and g.order == jump.order]
+    candidates = [g for g in groups if g.method == jump.method.base and g.order == jump.order]
     if len(candidates) == 1:
         return candidates[0]
-    named = [g for g in candidates if g.label == jump.label.replace("JumpLoRA + ", "", 1)]
+    variant = jump.label[len(jump.method.label):]
+    named = [g for g in candidates if g.label == jump.method.base.label + variant]
     return named[0] if len(named) == 1 else None
 
 
@@ -391,7 +393,7 @@ def _difference(run: Run, base: Run, key: str) -> float | None:
 def _oa_interval(pairs) -> tuple[float, float] | None:
     """The paired test-set bootstrap's 95 % interval of Δ OA (analysis/bootstrap.py), if every run kept
     its per-example results."""
-    correct = [(final_correct(j.path, j.tasks), final_correct(b.path, b.tasks)) for j, b in pairs]
+    correct = [(final_correct(j), final_correct(b)) for j, b in pairs]
     if any(j is None or b is None for j, b in correct):
         return None
     try:
@@ -410,7 +412,7 @@ def table_paired(groups: list[Group]) -> Table:
                                                                                      "delta_OA_ci_high"]
     rows, csv_rows = [], []
     for jump in groups:
-        if jump.method not in JUMP_LABELS:
+        if not jump.method.gated:
             continue
         base = _base_group(jump, groups)
         if base is None:
@@ -447,31 +449,24 @@ def table_paired(groups: list[Group]) -> Table:
 
 
 def threshold_movement(run: Run) -> list[tuple[str, float, float]]:
-    """Per task of a JumpLoRA run: (task, relative change of τ from S_start to the merge, sparsity).
+    """Per stage of a JumpLoRA run: (stage, relative change of τ from S_start to the merge, sparsity).
 
-    τ at S_start is read from losses.jsonl at the S_start step (after that step's update), τ at the
-    merge from tasks/NN-TASK.json; with several groups (local thresholds) the changes are averaged.
+    τ at S_start is the logged value at the stage's S_start step (after that step's update; a stage
+    too short to reach S_start had τ set after its last step, so it did not move), τ at the merge the
+    task record's; with several groups (local thresholds) the changes are averaged.
     """
-    from jumplora.schedule import JumpSchedule
-
-    if not (run.path / LOSSES).is_file():
-        return []
-    by_task = run.loss_records()
+    by_stage = run.losses()
     out = []
-    for index, task in enumerate(run.tasks[: run.completed]):
-        records = by_task.get(task, [])
-        record_file = run.path / "tasks" / f"{index:02d}-{task}.json"
-        if not records or not record_file.is_file():
+    for stage in run.stages[: run.completed]:
+        records = by_stage.get(stage.name, [])
+        if not records or stage.record is None:
             continue
-        final = json.loads(record_file.read_text(encoding="utf-8"))
-        schedule = JumpSchedule.for_task(len(records), config_get(run.config, "s_start", 0.2),
-                                          config_get(run.config, "s_final", 0.8),
-                                          rounding=config_get(run.config, "schedule_rounding", "floor"))
-        start = records[schedule.start].get("thresholds", {}) if schedule.reaches_start else final["thresholds"]
-        changes = [final["thresholds"][g] / value - 1 for g, value in start.items()
-                   if value and g in final.get("thresholds", {})]
+        final = stage.record.thresholds
+        reached = stage.s_start_step < len(records)
+        start = records[stage.s_start_step].get("thresholds", {}) if reached else final
+        changes = [final[g] / value - 1 for g, value in start.items() if value and g in final]
         if changes:
-            out.append((task, sum(changes) / len(changes), float(final.get("sparsity", math.nan))))
+            out.append((stage.name, sum(changes) / len(changes), stage.record.sparsity))
     return out
 
 
@@ -479,7 +474,7 @@ def table_thresholds(runs: list[Run]) -> Table:
     columns = ["Run", "Tasks", "τ change, S_start → merge (per task)", "Sparsity at merge (per task)"]
     rows, csv_rows = [], []
     for run in runs:
-        if not run.is_jump:
+        if not run.gated:
             continue
         movement = threshold_movement(run)
         if not movement:
@@ -491,7 +486,7 @@ def table_thresholds(runs: list[Run]) -> Table:
     caption = (
         "How far the learned threshold moved: τ at the merge over τ one step after its initialisation at "
         "S_start, minus 1 (the mean over groups for local thresholds), and the task's sparsity over all "
-        "adapted matrices at the merge. Read from losses.jsonl and tasks/."
+        f"adapted matrices at the merge. Read from {LOSSES} and {TASKS}/."
     )
     return Table("thresholds", "Threshold movement during training", caption, columns, rows,
                  ["path", "method", "task", "threshold_change", "sparsity"], csv_rows, "(no JumpLoRA run)")
@@ -505,7 +500,8 @@ def build_report(runs: list[Run], layer="middle") -> Report:
     report.notes.append(f"{len(runs)} run(s) in {len(groups)} group(s) of method and order. {STD_NOTE}")
     if unfinished:
         report.notes.append(
-            "Unfinished, left out of OA/BWT/FWT: " + ", ".join(f"{r.path} ({r.completed}/{r.n_tasks})" for r in unfinished)
+            "Unfinished, left out of OA/BWT/FWT: "
+            + ", ".join(f"{r.path} ({r.completed}/{len(r.stages)})" for r in unfinished)
             + "."
         )
     report.tables = [table1(groups), table2(groups), table_paired(groups), table3(runs),

@@ -1,8 +1,9 @@
 """Sparsity and support overlap of a whole run, from its stored updates, in one pass.
 
-Tasks are read one at a time (an update of T5-large is large); only the bit-packed supports of the
-chosen layer's matrices are kept for the overlap with later tasks. Results are cached on the `Run`
-per layer, so a report and its plots read each update file once.
+Stages are read one at a time (an update of T5-large is large); only the bit-packed supports of the
+chosen layer's matrices are kept for the overlap with later stages. A stage is one task, except a
+multi-task run's single stage. Results are cached on the `Run` per layer, so a report and its plots
+read each update file once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def nanmean(values) -> float:
 
 @dataclass
 class RunStats:
-    """Per task (in the run's order; NaN where a task has no update file):
+    """Per stage (in the run's order; NaN where a stage has no update file):
 
     - `sparsity_all`: pooled sparsity over every adapted matrix;
     - `sparsity_layer`: pooled sparsity over the matrices of `layer`;
@@ -91,7 +92,7 @@ def run_stats(run, layer: str | int = "middle") -> RunStats:
     key = ("stats", layer)
     if key in run._cache:
         return run._cache[key]
-    n = run.n_tasks
+    n = len(run.stages)
     sparsity_all = np.full(n, np.nan)
     sparsity_layer = np.full(n, np.nan)
     jaccard = np.full(n, np.nan)

@@ -9,7 +9,7 @@ import sys
 import typing
 import warnings
 
-from jumplora.config import RunConfig, read_yaml
+from jumplora.config import RunConfig, current_names, read_yaml
 
 
 def _flag(name: str) -> str:
@@ -39,12 +39,13 @@ def register(subparsers) -> None:
             kwargs["nargs"] = meta["nargs"]
         if "choices" in meta:
             kwargs["choices"] = meta["choices"]
-        parser.add_argument(_flag(field.name), **kwargs)
+        # a renamed option keeps its old flag (--threshold for --threshold-mode)
+        parser.add_argument(_flag(field.name), *map(_flag, meta.get("aliases", ())), **kwargs)
     parser.set_defaults(func=run_command)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    values = read_yaml(args.config) if getattr(args, "config", None) else {}
+    values = current_names(read_yaml(args.config), args.config) if getattr(args, "config", None) else {}
     field_names = {f.name for f in dataclasses.fields(RunConfig)}
     values.update({k: v for k, v in vars(args).items() if k in field_names})
     return RunConfig.from_dict(values, source=args.config or "command line")

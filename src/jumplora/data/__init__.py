@@ -50,7 +50,6 @@ _LAZY = {
         "label_token_ids",
         "make_eval_batches",
         "make_train_batches",
-        "pad_id",
         "pad_sequences",
         "shuffle_steps",
     )

@@ -35,24 +35,15 @@ from typing import Any
 
 import torch
 
-from jumplora.data.prompts import PromptEncoder, encode_target, eos_id
+from jumplora.data.prompts import PromptEncoder, encode_target
 from jumplora.data.protocol import TaskData, task_seed
 from jumplora.data.sources import Example
 from jumplora.data.tasks import TaskSpec
 from jumplora.errors import ConfigError
+from jumplora.tokens import check_kind, eos_id, pad_id
 
 IGNORE_INDEX = -100
 BATCHING = ("random", "length")
-
-
-def pad_id(tokenizer: Any) -> int:
-    """The tokenizer's pad token, else its EOS (GPT-2 has no pad token; padding is masked anyway)."""
-    pad = getattr(tokenizer, "pad_token_id", None)
-    if pad is None:
-        pad = getattr(tokenizer, "eos_token_id", None)
-    if pad is None:
-        raise ConfigError(f"tokenizer {type(tokenizer).__name__} has neither a pad nor an EOS token")
-    return int(pad)
 
 
 def pad_sequences(seqs: Sequence[Sequence[int]], value: int, side: str = "right") -> torch.Tensor:
@@ -105,8 +96,7 @@ class CausalLMCollator:
 
 
 def _check(kind: str, batch_size: int) -> None:
-    if kind not in ("seq2seq", "causal"):
-        raise ConfigError(f"unknown model kind {kind!r}; valid: seq2seq, causal")
+    check_kind(kind)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch size must be a positive integer, got {batch_size!r}")
 

@@ -44,9 +44,9 @@ from typing import Any
 from jumplora.data.protocol import TaskData
 from jumplora.data.tasks import TaskSpec
 from jumplora.errors import ConfigError
+from jumplora.tokens import check_kind, eos_id
 
 ANSWER_CUE = "\nAnswer:"
-KINDS = ("seq2seq", "causal")
 PROMPT_STYLES = ("authors", "olora")
 
 
@@ -81,11 +81,6 @@ def format_prompt(task: TaskData | TaskSpec, sentence: str, header: bool = True,
     return before + sentence + after
 
 
-def _check_kind(kind: str | None) -> None:
-    if kind is not None and kind not in KINDS:
-        raise ConfigError(f"unknown model kind {kind!r}; valid: {', '.join(KINDS)}")
-
-
 def _encode(tokenizer: Any, text: str) -> list[int]:
     # verbose=False: a prompt longer than the model maximum is cut right after, not a problem to warn of
     return list(tokenizer.encode(text, add_special_tokens=False, verbose=False)) if text else []
@@ -100,13 +95,6 @@ def special_tokens(tokenizer: Any) -> tuple[list[int], list[int]]:
         if full[start:start + len(bare)] == bare:
             return full[:start], full[start + len(bare):]
     return [], []  # the tokenizer rewrites the text itself when adding specials: add none
-
-
-def eos_id(tokenizer: Any) -> int:
-    eos = getattr(tokenizer, "eos_token_id", None)
-    if eos is None:
-        raise ConfigError(f"tokenizer {type(tokenizer).__name__} has no EOS token; targets need one")
-    return int(eos)
 
 
 class PromptEncoder:
@@ -127,7 +115,8 @@ class PromptEncoder:
         *,
         prompt_style: str = "olora",
     ):
-        _check_kind(kind)
+        if kind is not None:  # unset: the tokenizer's own special tokens, as for seq2seq
+            check_kind(kind)
         _check_style(prompt_style)
         self.tokenizer = tokenizer
         self.task_name = _task_parts(task)[0].name
@@ -199,7 +188,7 @@ def encode_target(tokenizer: Any, label: str, kind: str,
     gives "ĠGood" and a SentencePiece "▁Good", as in generation); if the cue's ids do not survive
     as a prefix, " {label}" tokenized alone.
     """
-    _check_kind(kind)
+    check_kind(kind)
     if kind == "seq2seq":
         ids = _encode(tokenizer, label)
     else:

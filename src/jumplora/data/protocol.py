@@ -83,14 +83,6 @@ class DataProtocol:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict) -> DataProtocol:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ConfigError(f"data protocol: unknown keys {unknown}; valid: {sorted(known)}")
-        return cls(**values)
-
 
 @dataclass(frozen=True)
 class TaskData:

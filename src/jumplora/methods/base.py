@@ -1,10 +1,11 @@
 """What a continual-learning method is: a few hooks the one training loop calls.
 
-    setup(ctx)                  once, before the first task
-    before_task(ctx)            after the task's adapters are injected, before training
+    setup(model)                once, before the first task (a resumed run loads the state after it)
+    before_task(ctx)            after the stage's adapters are injected, before training
     on_step(ctx)                before each optimiser step's forward passes (rarely needed)
     loss_terms(ctx) -> dict     extra loss terms for the current micro-batch, by name
-    after_task(ctx, update)     after the task's update was merged into the base weights
+    before_merge(ctx)           after training, the adapters still in place (what a method keeps of them)
+    after_task(ctx, update)     after the stage's update was merged into the base weights, adapters gone
 
 A method also says which adapters to inject (`adapter_config`), how tasks are grouped into
 training stages (`stages`: one task per stage, or all at once for multi-task), which tasks are
@@ -14,33 +15,33 @@ A new method is one small file with a subclass and a `@register("name")` line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Callable
 
 import torch
+from torch import nn
 
-from jumplora.injection import AdapterConfig
-
-if TYPE_CHECKING:
-    from jumplora.config import RunConfig
-    from jumplora.injection import AdapterSet
-    from jumplora.updates import TaskUpdate
+from jumplora.config import RunConfig
+from jumplora.injection import AdapterConfig, AdapterSet
+from jumplora.schedule import JumpSchedule
+from jumplora.updates import TaskUpdate
 
 
 @dataclass
 class TaskContext:
-    """What hooks may read: the model, the current task's adapters and where training stands."""
+    """What the hooks of one stage read. The loop builds it once per stage; only `step` moves."""
 
-    model: torch.nn.Module
-    config: "RunConfig"
-    kind: str = "causal"  # "causal" or "seq2seq"
-    task: str = ""
-    task_index: int = 0  # position of the current stage in the order
-    adapters: "AdapterSet | None" = None
-    step: int = 0  # optimiser step within the task
-    schedule: Any = None  # JumpSchedule of gated runs
-    train_batches: list = field(default_factory=list)  # the task's training micro-batches
-    compute_loss: Any = None  # callable(batch) -> task loss, for methods that need gradients (EWC)
+    model: nn.Module
+    config: RunConfig
+    kind: str  # "causal" or "seq2seq"
+    task: str  # the stage's name: "CB", or "CB+COPA" for a multi-task stage
+    task_index: int  # the accuracy-matrix row the stage fills: the order position of its last task
+    adapters: AdapterSet  # the stage's adapters (empty once merged: after_task reads the update instead)
+    schedule: JumpSchedule  # the stage's S_start and S_final (LoRI calibrates until S_start)
+    steps: list[list[dict]]  # the optimiser steps to train, each a list of micro-batches
+    train_batches: list[dict]  # every training micro-batch of the stage, for estimates (EWC's Fisher)
+    compute_loss: Callable[[dict], torch.Tensor]  # a micro-batch's task loss, under the run's autocast
+    step: int = 0  # the optimiser step under way
 
 
 class Method:
@@ -50,7 +51,7 @@ class Method:
     eval_scope = "seen"  # "seen": tasks learned so far; "current": only the stage's own tasks
     keeps_updates = True  # False: a task's update is taken out again after its evaluation
 
-    def __init__(self, config: "RunConfig"):
+    def __init__(self, config: RunConfig):
         self.config = config
 
     def adapter_config(self, target_modules: tuple[str, ...]) -> AdapterConfig:
@@ -59,7 +60,7 @@ class Method:
             rank=self.config.rank,
             alpha=self.config.alpha,
             gated=self.config.gated,
-            threshold_mode=self.config.threshold,
+            threshold_mode=self.config.threshold_mode,
             bandwidth=self.config.bandwidth,
             threshold_grad=self.config.threshold_grad,
             threshold_init=self.config.threshold_init,
@@ -67,17 +68,16 @@ class Method:
         )
 
     def lora_dropout(self) -> float:
-        """`lora_dropout` when set, else the authors' per method: their PEFT LoRA baselines (IncLoRA,
-        ELLA) use 0.1, their JumpLoRA layer none."""
+        """`lora_dropout` when set, else the authors' per method (`MethodName.default_lora_dropout`)."""
         if self.config.lora_dropout is not None:
             return float(self.config.lora_dropout)
-        return 0.0 if self.config.gated else 0.1
+        return self.config.method_name.default_lora_dropout
 
     def stages(self, tasks: list[str]) -> list[list[str]]:
         return [[task] for task in tasks]
 
     # hooks -----------------------------------------------------------------------------------
-    def setup(self, ctx: TaskContext) -> None:
+    def setup(self, model: nn.Module) -> None:
         pass
 
     def before_task(self, ctx: TaskContext) -> None:
@@ -89,7 +89,10 @@ class Method:
     def loss_terms(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
         return {}
 
-    def after_task(self, ctx: TaskContext, update: "TaskUpdate") -> None:
+    def before_merge(self, ctx: TaskContext) -> None:
+        pass
+
+    def after_task(self, ctx: TaskContext, update: TaskUpdate) -> None:
         pass
 
     # resuming ----------------------------------------------------------------------------------

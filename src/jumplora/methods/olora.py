@@ -19,10 +19,6 @@ class OLoRA(Method):
     def __init__(self, config):
         super().__init__(config)
         self.past_A: dict[str, list[torch.Tensor]] = {}
-        self._layers = {}
-
-    def before_task(self, ctx: TaskContext) -> None:
-        self._layers = dict(ctx.adapters.layers)  # still readable after merge_and_remove
 
     def loss_terms(self, ctx: TaskContext) -> dict[str, torch.Tensor]:
         terms = {}
@@ -40,10 +36,9 @@ class OLoRA(Method):
             terms["olora_l2"] = self.config.olora_l2 * l2
         return terms
 
-    def after_task(self, ctx: TaskContext, update) -> None:
-        for name, layer in self._layers.items():
+    def before_merge(self, ctx: TaskContext) -> None:
+        for name, layer in ctx.adapters.layers.items():
             self.past_A.setdefault(name, []).append(layer.lora_A.detach().clone())
-        self._layers = {}
 
     def state_dict(self):
         return {"past_A": self.past_A}

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
-import warnings
 
-from jumplora.errors import UserError
+from jumplora.commands.common import LAYER_HELP, parse_formats, prepare_output_dir, run_with_warnings
 
 DESCRIPTION = """\
 Aggregate run directories into the paper's tables: Table 1 (OA per order, SC/LS means), Table 2
@@ -17,31 +16,10 @@ deviation (ddof=1) over seeds. Writes report.md and one CSV per table into --out
 Markdown to stdout. Reads only the run directories' files: no model, no training."""
 
 
-def parse_formats(text: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
-    formats = tuple(dict.fromkeys(part.strip().lower() for part in text.split(",") if part.strip()))
-    bad = [f for f in formats if f not in allowed]
-    if bad or not formats:
-        raise UserError(f"unknown format {bad[0] if bad else text!r}; choose from {', '.join(allowed)}")
-    return formats
-
-
-def run_with_warnings(prefix: str, function, *args, **kwargs):
-    """Call `function`, printing each warning it emits as one line `PREFIX: warning: ...` on stderr."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            return function(*args, **kwargs)
-        finally:
-            for warning in caught:
-                if issubclass(warning.category, UserWarning):  # RunWarning and the like, not deprecations
-                    print(f"{prefix}: warning: {warning.message}", file=sys.stderr)
-
-
 def _report(args) -> int:
-    from jumplora.analysis.files import prepare_output_dir
     from jumplora.analysis.layers import parse_layer
     from jumplora.analysis.report import FORMATS, build_report, write_report
-    from jumplora.analysis.rundir import load_runs
+    from jumplora.rundir import load_runs
 
     formats = parse_formats(args.format, FORMATS)
     layer = parse_layer(args.layer)
@@ -68,10 +46,6 @@ def register(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `jumplora run`")
     parser.add_argument("--out", default="./report", metavar="DIR", help="folder for report.md and the CSV files")
     parser.add_argument("--format", default="md,csv", help="comma-separated output formats: md, csv")
-    parser.add_argument(
-        "--layer", default="middle",
-        help="matrices for sparsity and overlap: 'middle' (the middle block; T5: middle encoder block), "
-        "'all', a block index, or a block name such as decoder.block.12",
-    )
+    parser.add_argument("--layer", default="middle", help=f"matrices for sparsity and overlap: {LAYER_HELP}")
     parser.set_defaults(func=run)
     return parser

@@ -1,16 +1,16 @@
-"""Compact supports: what the sparsity and overlap analyses read from a run's updates, small enough to commit.
+"""Compact supports: what the sparsity and overlap analyses read of a stage's update, small enough to commit.
 
 A JumpLoRA update keeps the flat index and the value of every changed entry: for SmolLM2-135M at
-~26 % density that is ~40 MB per task. The §5 analyses only need, per task,
+~26 % density that is ~40 MB per task. The §5 analyses only need, per stage,
 
 - each adapted matrix's shape and number of changed entries (sparsity of all matrices, by depth);
 - the binary support of each matrix of one layer (that layer's sparsity and Jaccard overlap).
 
-`jumplora compact RUN_DIR` writes exactly that to `supports/NN-TASK.safetensors` (one uint8
-tensor of packed bits per matrix of the layer; shapes and counts in the metadata): ~60 KB per task
-for SmolLM2's middle layer. `load_run` reads `supports/` for a task whose `updates/` file is gone,
-and the report and plots then give the same numbers for that layer; asking for another layer
-names the file and the layer it keeps.
+`supports/NN-STAGE.safetensors` holds exactly that (one uint8 tensor of packed bits per matrix of the
+layer; shapes and counts in the metadata): ~60 KB per task for SmolLM2's middle layer. `jumplora
+compact` writes it (`jumplora.analysis.compact` picks the layer); `load_run` reads it for a stage
+whose `updates/` file is gone, and the report and plots then give the same numbers for that layer;
+asking for another layer names the file and the layer it keeps.
 """
 
 from __future__ import annotations
@@ -19,15 +19,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
 
-from jumplora.analysis.layers import parse_layer, select_modules
-from jumplora.analysis.overlap import PackedSupport
-from jumplora.analysis.rundir import SUPPORTS
 from jumplora.atomic import atomic_save_safetensors
 from jumplora.errors import UserError
+from jumplora.rundir import layout
+from jumplora.updates import TaskUpdate
 
 
 @dataclass
@@ -37,7 +37,7 @@ class CompactModule:
     shape: tuple[int, int]
     count: int
     bits: np.ndarray | None
-    source: Path
+    source: Path | None
     layer: str
     kind: str = "sparse"
 
@@ -70,37 +70,44 @@ class CompactUpdate:
     task: str
     modules: dict[str, CompactModule] = field(default_factory=dict)
     thresholds: dict[str, float] = field(default_factory=dict)
+    layer: str = "one layer"
 
     def sparsity(self) -> float:
         total = sum(m.numel for m in self.modules.values())
         return 1.0 - sum(m.count for m in self.modules.values()) / max(total, 1)
 
 
-def write_supports(run, layer: str | int = "middle") -> list[Path]:
-    """Write `supports/NN-TASK.safetensors` for every task of `run` that has a sparse update."""
-    layer = parse_layer(layer)
-    written = []
-    for index, path in enumerate(run.update_paths):
-        if path is None or path.parent.name == SUPPORTS:
-            continue  # no full update to compact (a compact file is already all there is)
-        update = run.update(index)
-        kinds = {m.kind for m in update.modules.values()}
-        if kinds != {"sparse"}:
-            raise UserError(f"{path}: a plain-LoRA update has no sparse support to compact (kinds: {sorted(kinds)})")
-        selection = select_modules(update.modules, layer)
-        tensors = {f"{name}.bits": torch.from_numpy(PackedSupport.of(update.modules[name]).bits)
-                   for name in selection.modules}
-        metadata = {
-            "task": update.task,
-            "layer": selection.description,
-            "shapes": json.dumps({n: list(m.shape) for n, m in update.modules.items()}),
-            "counts": json.dumps({n: m.nonzeros() for n, m in update.modules.items()}),
-            "thresholds": json.dumps(update.thresholds),
-        }
-        written.append(atomic_save_safetensors(run.path / SUPPORTS / path.name, tensors, metadata))
-    if not written:
-        raise UserError(f"{run.path}: no update files under updates/ to compact")
-    return written
+def compact(update: TaskUpdate, layer_modules: Iterable[str], layer: str) -> CompactUpdate:
+    """`update` as counts for every matrix and the packed supports of `layer_modules` (the matrices of
+    the layer described by `layer`)."""
+    kinds = {m.kind for m in update.modules.values()}
+    if kinds != {"sparse"}:
+        raise UserError(f"task {update.task}: a plain-LoRA update has no sparse support to compact "
+                        f"(kinds: {sorted(kinds)})")
+    keep = set(layer_modules)
+    modules = {}
+    for name, module in update.modules.items():
+        bits = None
+        if name in keep:
+            mask = np.zeros(module.numel, dtype=bool)
+            mask[module.indices.numpy()] = True
+            bits = np.packbits(mask)
+        modules[name] = CompactModule(tuple(module.shape), module.nonzeros(), bits, None, layer)
+    return CompactUpdate(update.task, modules, dict(update.thresholds), layer)
+
+
+def save_supports(root: Path, index: int, stage: str, update: CompactUpdate) -> Path:
+    """Write `supports/NN-STAGE.safetensors` of the run directory `root`."""
+    tensors = {f"{name}.bits": torch.from_numpy(module.bits)
+               for name, module in update.modules.items() if module.bits is not None}
+    metadata = {
+        "task": update.task,
+        "layer": update.layer,
+        "shapes": json.dumps({n: list(m.shape) for n, m in update.modules.items()}),
+        "counts": json.dumps({n: m.count for n, m in update.modules.items()}),
+        "thresholds": json.dumps(update.thresholds),
+    }
+    return atomic_save_safetensors(layout.supports_path(root, index, stage), tensors, metadata)
 
 
 def load_supports(path: str | os.PathLike) -> CompactUpdate:
@@ -120,4 +127,4 @@ def load_supports(path: str | os.PathLike) -> CompactUpdate:
         name: CompactModule(tuple(shape), int(counts[name]), bits.get(name), path, layer)
         for name, shape in shapes.items()
     }
-    return CompactUpdate(metadata.get("task", ""), modules, json.loads(metadata.get("thresholds", "{}")))
+    return CompactUpdate(metadata.get("task", ""), modules, json.loads(metadata.get("thresholds", "{}")), layer)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jumplora.analysis.command_report import run_with_warnings
+from jumplora.commands.common import LAYER_HELP, run_with_warnings
 
 DESCRIPTION = """\
 Write supports/NN-TASK.safetensors beside a JumpLoRA run's updates/: every adapted matrix's shape
@@ -16,15 +16,15 @@ them yourself once the supports are written (they are tens of MB per task)."""
 
 
 def _compact(args) -> int:
+    from jumplora.analysis.compact import write_supports
     from jumplora.analysis.layers import parse_layer
-    from jumplora.analysis.rundir import load_runs
-    from jumplora.analysis.supports import write_supports
+    from jumplora.rundir import load_runs
 
     layer = parse_layer(args.layer)
     for run in load_runs(args.runs):
         written = write_supports(run, layer)
         size = sum(path.stat().st_size for path in written)
-        print(f"{run.path}: wrote {len(written)} supports files ({size / 1024:.0f} KiB) to {run.path / 'supports'}")
+        print(f"{run.path}: wrote {len(written)} supports files ({size / 1024:.0f} KiB) to {written[0].parent}")
     sys.stdout.flush()
     return 0
 
@@ -39,7 +39,6 @@ def register(subparsers) -> argparse.ArgumentParser:
         description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `jumplora run`")
-    parser.add_argument("--layer", default="middle",
-                        help="whose supports to keep: 'middle', 'all', a block index or a block name")
+    parser.add_argument("--layer", default="middle", help=f"whose supports to keep: {LAYER_HELP}")
     parser.set_defaults(func=run)
     return parser

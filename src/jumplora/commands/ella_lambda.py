@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from jumplora.analysis.command_report import run_with_warnings
+from jumplora.commands.common import run_with_warnings
+from jumplora.config import RunConfig
 
-# kept in step with jumplora.analysis.ella_lambda (not imported here: torch loads only when run)
-CONVENTIONS = ("authors", "unscaled-sum")
-DEFAULT_CONVENTION = "authors"
+# the conventions `jumplora run --ella-scale` trains under (jumplora.analysis.ella_lambda computes each)
+CONVENTIONS = RunConfig.field_meta("ella_scale")["choices"]
+DEFAULT_CONVENTION = RunConfig.field_default("ella_scale")
 
 DESCRIPTION = """\
 Suggest ELLA's penalty weight for a model from a finished run without the penalty (IncLoRA or
@@ -24,7 +25,7 @@ sum_m ||dW_m * W_past_m||^2 unscaled. Reads only the run directory: no model, no
 
 def _ella_lambda(args) -> int:
     from jumplora.analysis.ella_lambda import balance_table, format_balances
-    from jumplora.analysis.rundir import load_run
+    from jumplora.rundir import load_run
 
     run = load_run(args.run)
     balances = balance_table(run, tail=args.tail, convention=args.convention)
