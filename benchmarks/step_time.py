@@ -104,12 +104,12 @@ def t5_large_random(seed: int) -> nn.Module:
 
 
 def load_base(name: str, seed: int) -> Base:
-    from jumplora import models
+    from jumplora import models, testing
 
     if name == "tiny":
-        loaded = models.tiny_llama(seed=seed)
+        loaded = testing.tiny_llama(seed=seed)
     elif name == "tiny-t5":
-        loaded = models.tiny_t5(seed=seed)
+        loaded = testing.tiny_t5(seed=seed)
     elif name == "t5-large-random":
         model = t5_large_random(seed)
         return Base(model, "seq2seq", name, ("q", "v"), model.config.vocab_size)
