@@ -17,6 +17,8 @@ SUBCOMMANDS = {
     "plot": "jumplora.commands.plot",
     "ella-lambda": "jumplora.commands.ella_lambda",
     "compact": "jumplora.commands.compact",
+    "export": "jumplora.commands.export",
+    "forget": "jumplora.commands.forget",
 }
 
 

@@ -93,13 +93,13 @@ def load_model(
     for architectures with a fused query/key/value projection); either way they are checked to
     exist in the model.
     """
-    with _progress_bars(progress):
+    with progress_bars(progress):
         return _load_model(name_or_path, kind=kind, dtype=dtype, cache_dir=cache_dir,
                            target_modules=target_modules, offline=offline)
 
 
 @contextlib.contextmanager
-def _progress_bars(enabled: bool):
+def progress_bars(enabled: bool):
     """transformers' own bars ("Loading weights") on or off for the duration, as they were afterwards."""
     from transformers.utils import logging as hf_logging
 

@@ -47,11 +47,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
 
     # everything that can be refused is checked before the model loads: the data, what the run
     # directory holds of the finished stages
-    protocol = DataProtocol(
-        seed=config.seed, test_per_class=config.test_per_class, train_per_class=config.train_per_class,
-        val_per_class=config.val_per_class, max_input_tokens=config.max_input_tokens,
-        split=config.split, unlabelled_test=config.unlabelled_test,
-    )
+    protocol = data_protocol(config)
     data_dir = config.resolved_data_dir
     data = {task: load_task(task, data_dir, protocol) for task in tasks}
     run.record_data(data_summary(data, protocol, data_dir))
@@ -103,15 +99,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
         evaluations = {}
         for task in progress(scope, config, f"evaluate after {name}"):
-            result = evaluate_task(
-                model, tokenizer, kind,
-                make_eval_batches(data[task].test, data[task], tokenizer, kind, config.eval_batch_size,
-                                  config.max_input_tokens, header=config.prompt_header,
-                                  prompt_style=config.prompt_style),
-                label_token_ids(data[task], tokenizer, kind, config.max_target_tokens),
-                mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
-                labels=data[task].labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
-            )
+            result = evaluate_on(model, tokenizer, kind, data[task], config, accelerator)
             evaluations[task] = result
             matrices[ACCURACY][row][tasks.index(task)] = result.accuracy
             if ACCURACY_RANK in matrices:
@@ -127,6 +115,27 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     run.finish(metrics)
     logger.close()
     return RunResult(run.path, tasks, matrices[ACCURACY], metrics)
+
+
+def data_protocol(config: RunConfig) -> DataProtocol:
+    """The data protocol a run's options make (what `load_task` draws for each task)."""
+    return DataProtocol(
+        seed=config.seed, test_per_class=config.test_per_class, train_per_class=config.train_per_class,
+        val_per_class=config.val_per_class, max_input_tokens=config.max_input_tokens,
+        split=config.split, unlabelled_test=config.unlabelled_test,
+    )
+
+
+def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accelerator) -> EvalResult:
+    """One task's test split evaluated as the run evaluates it after every stage."""
+    return evaluate_task(
+        model, tokenizer, kind,
+        make_eval_batches(task_data.test, task_data, tokenizer, kind, config.eval_batch_size,
+                          config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style),
+        label_token_ids(task_data, tokenizer, kind, config.max_target_tokens),
+        mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
+        labels=task_data.labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
+    )
 
 
 def _task_record(stage: list[str], schedule: JumpSchedule, losses: list[dict], started: float, update,
@@ -352,4 +361,4 @@ def _restore(run: RunDirectory, method: Method, model, resume: Resume) -> int:
     return resume.completed
 
 
-__all__ = ["RunResult", "run_continual", "train_task", "task_loss"]
+__all__ = ["RunResult", "data_protocol", "evaluate_on", "run_continual", "train_task", "task_loss"]

@@ -13,6 +13,10 @@ fwt_reference names (`Run.derived_fwt_final`): no re-running.
 
 Sparsity and overlap are computed from the stored updates (see `jumplora.analysis.stats`),
 unfinished runs included (over the tasks they finished).
+
+Given folders written by `jumplora forget` (`Removal`s), the report adds the leave-one-task-out
+table: how each task's accuracy moves when one task's update is subtracted from the final model,
+JumpLoRA beside its base method.
 """
 
 from __future__ import annotations
@@ -32,7 +36,8 @@ from jumplora.analysis.groups import (
 )
 from jumplora.analysis.paper import BENCHMARKS, benchmark_of
 from jumplora.analysis.stats import run_stats
-from jumplora.rundir import Run, RunWarning, atomic_write_text
+from jumplora.method_names import parse_method
+from jumplora.rundir import Removal, Run, RunWarning, atomic_write_text
 from jumplora.rundir.layout import LOSSES, METRICS, TASKS  # named in captions only: runs are read by load_run
 
 DASH = "—"
@@ -492,8 +497,70 @@ def table_thresholds(runs: list[Run]) -> Table:
                  ["path", "method", "task", "threshold_change", "sparsity"], csv_rows, "(no JumpLoRA run)")
 
 
-def build_report(runs: list[Run], layer="middle") -> Report:
-    """All tables of the report for `runs` (see the module docstring)."""
+def _mean(values) -> float:
+    values = [v for v in values if not _missing(v)]
+    return sum(values) / len(values) if values else math.nan
+
+
+def _removal_side(removals: list[Removal]) -> dict | None:
+    """Over the seeds of one method, order and removed task: the removed task's mean change, the mean
+    change of the other tasks (each seed's mean over them), and each other task's mean change."""
+    if not removals:
+        return None
+    removed = removals[0].removed
+    others = [t for t in removals[0].tasks if t != removed]
+    return {
+        "seeds": sorted((r.seed for r in removals), key=str),
+        "removed": _mean(r.change(removed) for r in removals),
+        "others": _mean(_mean(r.change(t) for t in others) for r in removals),
+        "each": {t: _mean(r.change(t) for r in removals) for t in others},
+    }
+
+
+def table_leave_one_out(removals: list[Removal]) -> Table:
+    """Leave-one-task-out: per order, removed task and strategy, JumpLoRA's changes beside its base's."""
+    groups: dict[tuple, dict[bool, list[Removal]]] = {}
+    for removal in removals:
+        name = parse_method(removal.method)
+        order = int(removal.order) if str(removal.order).isdigit() else removal.order
+        groups.setdefault((order, removal.removed, name.strategy), {}).setdefault(name.gated, []).append(removal)
+    columns = ["Order", "Task removed", "Methods", "Seeds", "Δ removed task", "mean Δ other tasks",
+               "Δ each other task"]
+    csv_columns = ["order", "removed", "method", "seeds", "delta_removed", "delta_others_mean", "task",
+                   "delta_task"]
+    rows, csv_rows = [], []
+    for (order, removed, strategy), sides in sorted(groups.items(), key=lambda item: (
+            order_sort_key(item[0][0]), str(item[0][1]), item[0][2])):
+        gated, base = _removal_side(sides.get(True, [])), _removal_side(sides.get(False, []))
+        labels = [parse_method(f"jumplora+{strategy}").label if gated else None,
+                  parse_method(strategy).label if base else None]
+        shown = [s for s in (gated, base) if s]
+
+        def pair(key):
+            return " | ".join(", ".join(map(str, s[key])) if key == "seeds" else fmt(s[key], 2) for s in shown)
+
+        each = " | ".join(", ".join(f"{t} {v:+.2f}" for t, v in s["each"].items()) for s in shown)
+        rows.append([order_label(order), removed, " | ".join(label for label in labels if label),
+                     pair("seeds"), pair("removed"), pair("others"), each])
+        for label, side in zip(labels, (gated, base)):
+            if side:
+                for task, value in side["each"].items():
+                    csv_rows.append([order, removed, label, " ".join(map(str, side["seeds"])), side["removed"],
+                                     side["others"], task, value])
+    caption = (
+        "Each task's accuracy on the final model with one task's stored update subtracted (`jumplora forget`), "
+        "minus its accuracy on the final model, in points; the mean over the seeds present (the mean over the "
+        "other tasks first, for 'mean Δ other tasks'). Where both are present, the JumpLoRA variant is left of "
+        "the bar and its base method right of it. The removed task's own change is how much of it its update "
+        "held; the other tasks' changes measure how much they leaned on that update: interference."
+    )
+    return Table("leave_one_out", "Leave-one-task-out", caption, columns, rows, csv_columns, csv_rows,
+                 "(no folder written by `jumplora forget`)")
+
+
+def build_report(runs: list[Run], layer="middle", removals: list[Removal] | None = None) -> Report:
+    """All tables of the report for `runs` (see the module docstring); the leave-one-task-out table
+    when `removals` (folders written by `jumplora forget`) are given."""
     groups = group_runs(runs)
     report = Report(runs, groups)
     unfinished = [r for r in runs if not r.finished]
@@ -507,6 +574,8 @@ def build_report(runs: list[Run], layer="middle") -> Report:
     report.tables = [table1(groups), table2(groups), table_paired(groups), table3(runs),
                      table_sparsity(groups, layer),
                      table_thresholds(runs), table_per_order(groups), table_runs(runs)]
+    if removals:
+        report.tables.insert(6, table_leave_one_out(list(removals)))
     return report
 
 

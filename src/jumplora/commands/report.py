@@ -13,18 +13,21 @@ Aggregate run directories into the paper's tables: Table 1 (OA per order, SC/LS 
 reports), Table 3 (ablation: threshold x update) and the §5 sparsity / Jaccard overlap, each next
 to the paper's value. Runs are grouped by method and order; values are mean ± sample standard
 deviation (ddof=1) over seeds. Writes report.md and one CSV per table into --out and prints the
-Markdown to stdout. Reads only the run directories' files: no model, no training."""
+Markdown to stdout. Folders written by `jumplora forget` may be given too: they add a
+leave-one-task-out table (each task's accuracy change when one task's update is subtracted,
+JumpLoRA beside its base method). Reads only these folders' files: no model, no training."""
 
 
 def _report(args) -> int:
     from jumplora.analysis.layers import parse_layer
     from jumplora.analysis.report import FORMATS, build_report, write_report
-    from jumplora.rundir import load_runs
+    from jumplora.rundir import is_removal_directory, load_removal, load_runs
 
     formats = parse_formats(args.format, FORMATS)
     layer = parse_layer(args.layer)
-    runs = load_runs(args.runs)
-    report = build_report(runs, layer=layer)
+    removals = [load_removal(path) for path in args.runs if is_removal_directory(path)]
+    runs = load_runs([path for path in args.runs if not is_removal_directory(path)])
+    report = build_report(runs, layer=layer, removals=removals)
     out = prepare_output_dir(args.out, runs)
     written = write_report(report, out, formats)
     sys.stdout.write(report.markdown())
@@ -43,7 +46,7 @@ def register(subparsers) -> argparse.ArgumentParser:
         "report", help="tables of OA/BWT/FWT, ablation, sparsity and overlap from run directories",
         description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `jumplora run`")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories written by `jumplora run` (and folders written by `jumplora forget`)")
     parser.add_argument("--out", default="./report", metavar="DIR", help="folder for report.md and the CSV files")
     parser.add_argument("--format", default="md,csv", help="comma-separated output formats: md, csv")
     parser.add_argument("--layer", default="middle", help=f"matrices for sparsity and overlap: {LAYER_HELP}")

@@ -24,6 +24,7 @@ TASKS = "tasks"
 UPDATES = "updates"
 SUPPORTS = "supports"
 METHOD_STATE = "method_state"
+REMOVAL = "forget.json"  # the one file of a directory written by `jumplora forget` (not a run directory)
 
 STAGE_SEPARATOR = "+"
 _STEM = re.compile(r"^(\d{2,})-(.+)$")
@@ -67,6 +68,11 @@ def method_state_path(root: Path, index: int) -> Path:
 def is_run_directory(path: Path) -> bool:
     """Whether `path` claims to be a run directory: it holds a config.yaml."""
     return (Path(path) / CONFIG).is_file()
+
+
+def is_removal_directory(path: Path) -> bool:
+    """Whether `path` is what `jumplora forget` wrote: it holds a forget.json."""
+    return (Path(path) / REMOVAL).is_file()
 
 
 def numbered_files(folder: Path, suffix: str) -> dict[int, Path]:
