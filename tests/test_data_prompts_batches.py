@@ -7,8 +7,6 @@ The tokenizers are tiny ones trained here on a few sentences (no hub): a GPT-2-l
 from __future__ import annotations
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
 
 from jumplora.data import (
     TASKS,
@@ -24,52 +22,25 @@ from jumplora.data import (
     make_train_batches,
 )
 from jumplora.errors import ConfigError
+from tokenizers_for_tests import byte_bpe, t5_like as t5_like_tokenizer
 
 CORPUS = [format_prompt(spec, "sentence 1: The cat sat on the mat.\nsentence 2: A cat sits.")
           + " " + label for spec in TASKS.values() for label in spec.labels] * 2
 
 
-def _byte_bpe(bos: bool) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|endoftext|>", "<s>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                       bos_token="<s>")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-
-
-def _t5_like() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(
-        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
-        show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
 @pytest.fixture(scope="module")
 def gpt2_like():
-    return _byte_bpe(bos=False)
+    return byte_bpe(CORPUS, bos=False)
 
 
 @pytest.fixture(scope="module")
 def llama_like():
-    return _byte_bpe(bos=True)
+    return byte_bpe(CORPUS, bos=True)
 
 
 @pytest.fixture(scope="module")
 def t5_like():
-    return _t5_like()
+    return t5_like_tokenizer(CORPUS)
 
 
 # --------------------------------------------------------------------------- prompt text

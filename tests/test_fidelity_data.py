@@ -15,8 +15,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-from transformers import PreTrainedTokenizerFast
 
 from jumplora.data import (
     TASKS,
@@ -33,6 +31,7 @@ from jumplora.data import (
     shuffle_steps,
 )
 from jumplora.errors import ConfigError
+from tokenizers_for_tests import byte_bpe, t5_like as t5_like_tokenizer
 
 DEV_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "CL_Benchmark_dev"
 
@@ -41,47 +40,19 @@ CORPUS = [format_prompt(spec, f"Title: A cat sat on mat {i}.\nText: sentence 1: 
           for spec in TASKS.values() for label in spec.labels for i in range(3)]
 
 
-def _t5_like() -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(
-        vocab_size=300, special_tokens=["<pad>", "</s>", "<unk>"], unk_token="<unk>",
-        show_progress=False))
-    tok.post_processor = processors.TemplateProcessing(
-        single="$A </s>", special_tokens=[("</s>", tok.token_to_id("</s>"))])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="</s>", pad_token="<pad>",
-                                   unk_token="<unk>")
-
-
-def _byte_bpe(bos: bool) -> PreTrainedTokenizerFast:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(CORPUS, trainers.BpeTrainer(
-        vocab_size=600, special_tokens=["<|endoftext|>", "<s>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    if bos:
-        tok.post_processor = processors.TemplateProcessing(
-            single="<s> $A", special_tokens=[("<s>", tok.token_to_id("<s>"))])
-        return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>",
-                                       bos_token="<s>")
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>")
-
-
 @pytest.fixture(scope="module")
 def t5_like():
-    return _t5_like()
+    return t5_like_tokenizer(CORPUS)
 
 
 @pytest.fixture(scope="module")
 def gpt2_like():
-    return _byte_bpe(bos=False)
+    return byte_bpe(CORPUS, bos=False)
 
 
 @pytest.fixture(scope="module")
 def llama_like():
-    return _byte_bpe(bos=True)
+    return byte_bpe(CORPUS, bos=True)
 
 
 @pytest.fixture(scope="module")
