@@ -178,7 +178,7 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
         sums: dict[str, float] = {}
-        step_tokens = sum(_target_tokens(batch) for batch in micro_batches)
+        step_tokens = sum(batch["target_tokens"] for batch in micro_batches)  # counted by make_train_batches
         for batch in micro_batches:
             with accelerator.autocast():
                 if config.loss_mean == "step":  # Σ token losses / the step's target tokens
@@ -272,11 +272,6 @@ def task_loss(model, batch: dict[str, torch.Tensor], kind: str, reduction: str =
     return F.cross_entropy(logits.float(), labels[keep], reduction=reduction)
 
 
-def _target_tokens(batch: dict) -> int:
-    """How many label positions of a micro-batch carry a loss (causal: the first never does)."""
-    return int((batch["labels"] != -100).sum())
-
-
 def _optimiser_steps(batches: list[dict], accumulation: int) -> list[list[dict]]:
     """Micro-batches grouped into optimiser steps: by their "step" key (`make_train_batches` marks
     which step each belongs to, so a partial last step stays one step), else `accumulation` at a time."""
@@ -316,6 +311,7 @@ def _stage_batches(stage: list[str], data: dict, tokenizer, kind: str, config: R
     batches: list[dict] = []
     for epoch in range(config.epochs):
         epoch_batches: list[dict] = []
+        next_step = 0
         for task in stage:
             made = make_train_batches(
                 data[task].train, data[task], tokenizer, kind, config.micro_batch_size, config.seed,
@@ -323,8 +319,8 @@ def _stage_batches(stage: list[str], data: dict, tokenizer, kind: str, config: R
                 max_target_tokens=config.max_target_tokens, batching=config.batching,
                 step_batch_size=config.batch_size, epoch=epoch if config.batching == "random" else 0,
             )
-            offset = 1 + max((b["step"] for b in epoch_batches), default=-1)
-            epoch_batches.extend({**b, "step": b["step"] + offset} for b in made)
+            epoch_batches.extend({**b, "step": b["step"] + next_step} for b in made)
+            next_step += 1 + max((b["step"] for b in made), default=-1)
         if len(stage) > 1:  # multi-task: interleave the tasks' batches
             seed = task_seed(config.seed, name, "interleave" if epoch == 0 else f"interleave/{epoch}")
             if config.batching == "random":
