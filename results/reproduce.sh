@@ -70,7 +70,7 @@ for order in $ORDERS; do
       # shellcheck disable=SC2086
       /usr/bin/time -v "$JUMPLORA" run --config "$PRESET" --method "$method" \
         --order "$order" --seed "$seed" --output-dir "$out" "${extra[@]}" $EXTRA --progress false \
-        > "$LOGS/$name.log" 2>&1 &
+        >> "$LOGS/$name.log" 2>&1 &
     done
   done
 done

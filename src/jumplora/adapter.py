@@ -14,6 +14,12 @@ Whenever the update is mathematically dense (plain LoRA, or γ = 0) the forward 
 low-rank path x·Aᵀ·Bᵀ and never materialises ΔW. Otherwise the element-wise gate needs the full
 ΔW, and the forward folds it into one matmul with x·(W + β·ΔW_interp)ᵀ rather than two.
 
+The fold changes only when A, B or τ do, i.e. once per optimiser step, not per micro-batch:
+`begin_step` computes ΔW, the gate and W + β·ΔW_interp once (fp32), hands the forward a detached
+copy in the compute dtype, and sums the micro-batches' gradients w.r.t. that copy in fp32;
+`end_step` returns the fp32 fold and that summed gradient, for one backward into A, B and τ
+(`AdapterSet.finish_step`). The gradient is the same sum the per-micro-batch path accumulates.
+
 LoRA dropout (`dropout`, PEFT's `lora_dropout`) acts on the input of the low-rank path only and
 only in training: h = x·Wᵀ + β·drop(x)·ΔWᵀ. The authors' PEFT baselines use 0.1, their JumpLoRA
 layer none; with dropout a gated forward cannot fold and takes two matmuls.
@@ -78,6 +84,12 @@ class LoRALinear(nn.Module):
         # the last dense and gated updates, kept for loss terms (ELLA) that need them this step
         self._last_delta: torch.Tensor | None = None
         self._last_jump: torch.Tensor | None = None
+        # the base's fp32 weight while `compute_dtype.frozen_weights_in` holds a low-precision copy in base
+        self.master_weight: torch.Tensor | None = None
+        # the folded weight of this optimiser step (begin_step .. end_step) and its gradient sum
+        self._step_weight: torch.Tensor | None = None
+        self._step_fold: torch.Tensor | None = None
+        self._step_grad: torch.Tensor | None = None
 
     @property
     def in_features(self) -> int:
@@ -119,7 +131,46 @@ class LoRALinear(nn.Module):
             return jump
         return self.gamma * jump + (1.0 - self.gamma) * delta
 
+    def _fp32_base_weight(self) -> torch.Tensor:
+        return self.master_weight if self.master_weight is not None else self.base.weight
+
+    def _fold(self, delta: torch.Tensor, jump: torch.Tensor) -> torch.Tensor:
+        """W + β·ΔW_interp, summed in the precision of the base's original weight."""
+        base = self._fp32_base_weight()
+        with torch.autocast(device_type=delta.device.type, enabled=False):
+            return base + (self.scale * self.interpolate(delta, jump)).to(base.dtype)
+
+    @property
+    def folds_per_step(self) -> bool:
+        """Whether this step's forward is one matmul with a folded weight (gated, no dropout)."""
+        return self.gated and not isinstance(self.dropout, nn.Dropout)
+
+    def begin_step(self, dtype: torch.dtype | None) -> None:
+        """Fold once for the optimiser step's micro-batches; their forwards use a `dtype` copy."""
+        delta = self.delta()
+        jump = self.jump(delta)
+        self._last_delta, self._last_jump = delta, jump
+        fold = self._fold(delta, jump)
+        weight = fold.detach().to(dtype or fold.dtype).requires_grad_()
+        self._step_grad = torch.zeros_like(fold)
+        weight.register_post_accumulate_grad_hook(self._accumulate_step_grad)
+        self._step_fold, self._step_weight = fold, weight
+
+    def _accumulate_step_grad(self, weight: torch.Tensor) -> None:
+        self._step_grad.add_(weight.grad)  # fp32 sum over the micro-batches, whatever `dtype` is
+        weight.grad = None
+
+    def end_step(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(the fp32 fold, Σ its gradient over the step) for one backward; None if no step was open."""
+        if self._step_fold is None:
+            return None
+        pair = (self._step_fold, self._step_grad)
+        self._step_fold = self._step_weight = self._step_grad = None
+        return pair
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._step_weight is not None:  # inside begin_step .. end_step
+            return F.linear(x, self._step_weight, self.base.bias)
         if not self.gated:
             self._last_delta = self._last_jump = None
             lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
@@ -129,10 +180,8 @@ class LoRALinear(nn.Module):
         self._last_delta, self._last_jump = delta, jump
         if self.training and isinstance(self.dropout, nn.Dropout):
             return self.base(x) + self.scale * F.linear(self.dropout(x), self.interpolate(delta, jump).to(x.dtype))
-        with torch.autocast(device_type=delta.device.type, enabled=False):
-            weight = self.base.weight + (self.scale * self.interpolate(delta, jump)).to(self.base.weight.dtype)
         # under autocast F.linear casts the folded weight itself
-        return F.linear(x, weight, self.base.bias)
+        return F.linear(x, self._fold(delta, jump), self.base.bias)
 
     def current_update(self, which: str, threshold_grad: bool = True) -> torch.Tensor:
         """The update of this step for loss terms: ``"dense"`` (ΔW), ``"jump"`` or ``"interp"``.
@@ -153,6 +202,10 @@ class LoRALinear(nn.Module):
         else:
             jump = self.hard_jump(delta)
         return jump if which == "jump" else self.interpolate(delta, jump)
+
+    def forget_step_updates(self) -> None:
+        """Drop the ΔW the forwards kept (their graphs are spent once a micro-batch's backward ran)."""
+        self._last_delta = self._last_jump = None
 
     @torch.no_grad()
     def final_update(self) -> torch.Tensor:

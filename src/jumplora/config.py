@@ -150,6 +150,15 @@ class RunConfig:
     loss_mean: str = _opt(SCALE, "step", "task loss averaged over the target tokens of the whole optimiser step "
                           "(as one batch of batch_size, the authors') or per micro-batch",
                           choices=("step", "micro-batch"))
+    # speed knobs, equal results up to float rounding (tests/test_speed_paths.py): a run may resume with
+    # another value, and runs that differ only in them are the same variant
+    frozen_weights: str = _opt(OUTPUT, "compute-dtype", "frozen linear weights during training and evaluation: "
+                               "a copy in the autocast dtype made once per task (compute-dtype) or fp32, cast by "
+                               "autocast at every call (fp32); the same rounded weights either way",
+                               choices=("compute-dtype", "fp32"))
+    fold: str = _opt(OUTPUT, "per-step", "JumpLoRA's gated weight W + beta*dW_interp: folded once per optimiser "
+                     "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
+                     choices=("per-step", "per-micro-batch"))
     precision: str = _opt(SCALE, "bf16", "mixed precision for training and evaluation: bf16 autocast (also on "
                           "CPU), fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
     # evaluation

@@ -90,6 +90,32 @@ class AdapterSet:
         for layer in self.layers.values():
             layer.gamma = float(gamma)
 
+    def begin_step(self, dtype: torch.dtype | None) -> None:
+        """Fold each gated layer's weight once for this optimiser step (adapter.py, `begin_step`)."""
+        for layer in self.layers.values():
+            if layer.folds_per_step:
+                layer.begin_step(dtype)
+
+    def finish_step(self, loss_terms: torch.Tensor | None = None) -> None:
+        """One backward from the step's folded weights (their summed gradients) and from the method's
+        loss terms into A, B and τ: their graphs share ΔW, so they go back together."""
+        tensors, grads = [], []
+        for layer in self.layers.values():
+            pair = layer.end_step()
+            if pair is not None:
+                tensors.append(pair[0])
+                grads.append(pair[1])
+        if loss_terms is not None and loss_terms.requires_grad:
+            tensors.append(loss_terms)
+            grads.append(torch.ones_like(loss_terms))
+        if tensors:
+            torch.autograd.backward(tensors, grads)
+        self.forget_step_updates()
+
+    def forget_step_updates(self) -> None:
+        for layer in self.layers.values():
+            layer.forget_step_updates()
+
     @property
     def gamma(self) -> float:
         return next(iter(self.layers.values())).gamma if self.layers else 0.0

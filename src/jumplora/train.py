@@ -13,6 +13,8 @@ import time
 import torch
 import torch.nn.functional as F
 
+from jumplora import memory
+from jumplora.compute_dtype import AUTOCAST_DTYPES, frozen_weights_in
 from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_task, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
@@ -54,7 +56,9 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     resume = run.resume_point(matrix_files(config))
     run.begin_attempt()
 
+    memory.configure_allocator()
     accelerator = make_accelerator(config)
+    held_dtype = compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
     if loaded is None:
         loaded = load_model(config.model, kind=config.model_kind, progress=config.progress)
     model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
@@ -70,6 +74,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         name = stage_name(stage)
         row = tasks.index(stage[-1])
         stage_started = time.time()
+        memory.reset_peak()
         # every stage starts from its own seed: a resumed run draws what an uninterrupted one did
         torch.manual_seed(task_seed(config.seed, name, "adapter"))
 
@@ -86,9 +91,10 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
             compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind),
         )
 
-        # train
+        # train (the frozen weights in the compute dtype: compute_dtype.py)
         method.before_task(ctx)
-        losses = train_task(ctx, method, accelerator, logger)
+        with frozen_weights_in(model, held_dtype):
+            losses = train_task(ctx, method, accelerator, logger)
 
         # merge: β·ΔW_final into the base weights, adapters removed
         method.before_merge(ctx)
@@ -98,9 +104,10 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         # evaluate
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
         evaluations = {}
-        for task in progress(scope, config, f"evaluate after {name}"):
-            result = evaluate_on(model, tokenizer, kind, data[task], config, accelerator)
-            evaluations[task] = result
+        with frozen_weights_in(model, held_dtype):
+            for task in progress(scope, config, f"evaluate after {name}"):
+                evaluations[task] = evaluate_on(model, tokenizer, kind, data[task], config, accelerator)
+        for task, result in evaluations.items():
             matrices[ACCURACY][row][tasks.index(task)] = result.accuracy
             if ACCURACY_RANK in matrices:
                 matrices[ACCURACY_RANK][row][tasks.index(task)] = result.accuracy_rank
@@ -110,6 +117,8 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         record = _task_record(stage, ctx.schedule, losses, stage_started, update, evaluations, config)
         run.save_stage(index, update, method.state_dict(), matrices, losses, record)
         logger.task_done(name, evaluations, update)
+        del ctx, adapters, train_batches, steps
+        memory.release_memory()  # the next stage's batches have other shapes: start from a trimmed heap
 
     metrics = final_metrics(run, config, matrices)
     run.finish(metrics)
@@ -142,7 +151,8 @@ def _task_record(stage: list[str], schedule: JumpSchedule, losses: list[dict], s
                  evaluations: dict[str, EvalResult], config: RunConfig) -> TaskRecord:
     return TaskRecord(
         stage=tuple(stage), steps=len(losses), s_start_step=schedule.start, s_final_step=schedule.final,
-        wall_time_s=round(time.time() - started, 2), thresholds=update.thresholds, sparsity=update.sparsity(),
+        wall_time_s=round(time.time() - started, 2), peak_memory_mb=memory.peak_mb(),
+        thresholds=update.thresholds, sparsity=update.sparsity(),
         accuracy={task: r.accuracy for task, r in evaluations.items()},
         accuracy_labelled={task: r.accuracy_labelled for task, r in evaluations.items()},
         correct={task: r.correct_string for task, r in evaluations.items()},
@@ -177,36 +187,8 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
                 _init_thresholds(adapters, ctx.task, step)
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
-        sums: dict[str, float] = {}
-        step_tokens = sum(batch["target_tokens"] for batch in micro_batches)  # counted by make_train_batches
-        for batch in micro_batches:
-            with accelerator.autocast():
-                if config.loss_mean == "step":  # Σ token losses / the step's target tokens
-                    task_term = task_loss(model, batch, ctx.kind, reduction="sum") * (len(micro_batches) / step_tokens)
-                else:
-                    task_term = task_loss(model, batch, ctx.kind)
-                # each term is this micro-batch's share times the number of micro-batches
-                terms = {"task_loss": task_term, **method.loss_terms(ctx)}
-            loss = sum(terms.values())
-            if not torch.isfinite(loss):
-                values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
-                raise TrainingError(
-                    f"task {ctx.task}: loss is {loss.item()} at step {step} ({values}); "
-                    "earlier tasks' results are kept in the run directory"
-                )
-            accelerator.backward(loss / len(micro_batches))
-            for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value.item() / len(micro_batches)
-        if config.threshold_grad == "authors":
-            for parameter in trainable:
-                if parameter.grad is None:
-                    parameter.grad = torch.zeros_like(parameter)
-        if config.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-        _optimiser_step(optimizer, ctx.task, step)
-        _check_finite(trainable, ctx.task, step)
+        sums = optimiser_step(ctx, method, accelerator, optimizer, trainable, micro_batches)
         scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         record = {"task": ctx.task, "step": step, "loss": sum(sums.values()), **sums,
                   "gamma": adapters.gamma, "lr": scheduler.get_last_lr()[0]}
         if adapters.thresholds:
@@ -221,6 +203,63 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
         adapters.set_gamma(1.0)
     model.eval()
     return records
+
+
+def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, trainable: list[torch.Tensor],
+                   micro_batches: list[dict]) -> dict[str, float]:
+    """Forward and backward of one step's micro-batches, the method's loss terms, clipping, AdamW.
+
+    Returns the step's loss terms (each the step's value: the task loss over all its micro-batches).
+    The method's terms depend on the adapters only, not on the batch, so they are computed once per
+    step; with `fold="per-step"` the gated layers fold their weight once too (adapter.py), and both
+    go back into A, B and τ in one backward after the micro-batches (`AdapterSet.finish_step`).
+    """
+    config, adapters, n = ctx.config, ctx.adapters, len(micro_batches)
+    per_step_fold = config.fold == "per-step"
+    if per_step_fold:
+        adapters.begin_step(compute_dtype(accelerator))
+    task_sum = 0.0
+    step_tokens = sum(batch["target_tokens"] for batch in micro_batches)  # counted by make_train_batches
+    for batch in micro_batches:
+        with accelerator.autocast():
+            if config.loss_mean == "step":  # Σ token losses / the step's target tokens
+                task_term = task_loss(ctx.model, batch, ctx.kind, reduction="sum") * (n / step_tokens)
+            else:
+                task_term = task_loss(ctx.model, batch, ctx.kind)
+        _check_loss({"task_loss": task_term}, ctx.task, ctx.step)
+        accelerator.backward(task_term / n)
+        task_sum += task_term.item() / n
+    if not per_step_fold:
+        adapters.forget_step_updates()  # the forwards' ΔW graphs are spent: loss terms rebuild ΔW
+    with accelerator.autocast():
+        terms = method.loss_terms(ctx)
+    _check_loss(terms, ctx.task, ctx.step)
+    adapters.finish_step(sum(terms.values()) if terms else None)
+    if config.threshold_grad == "authors":
+        for parameter in trainable:
+            if parameter.grad is None:
+                parameter.grad = torch.zeros_like(parameter)
+    if config.max_grad_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
+    _optimiser_step(optimizer, ctx.task, ctx.step)
+    _check_finite(trainable, ctx.task, ctx.step)
+    optimizer.zero_grad(set_to_none=True)
+    return {"task_loss": task_sum, **{key: value.item() for key, value in terms.items()}}
+
+
+def compute_dtype(accelerator) -> torch.dtype | None:
+    """The autocast dtype of the run (None under fp32)."""
+    return AUTOCAST_DTYPES.get(str(accelerator.mixed_precision))
+
+
+def _check_loss(terms: dict[str, torch.Tensor], task: str, step: int) -> None:
+    loss = sum(terms.values()) if terms else None
+    if loss is not None and not torch.isfinite(loss):
+        values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+        raise TrainingError(
+            f"task {task}: loss is {loss.item()} at step {step} ({values}); "
+            "earlier tasks' results are kept in the run directory"
+        )
 
 
 _DIVERGED = "lower --learning-rate or keep --max-grad-norm; earlier tasks' results are kept in the run directory"

@@ -185,6 +185,7 @@ class TaskRecord:
     s_start_step: int | None = None
     s_final_step: int | None = None
     wall_time_s: float = math.nan
+    peak_memory_mb: float | None = None  # the stage's own peak (memory.py); None in records written before it
     thresholds: dict[str, float] = field(default_factory=dict)
     sparsity: float = math.nan
     accuracy: dict[str, float] | None = None
@@ -200,8 +201,8 @@ class TaskRecord:
         return {
             "task": self.name, "stage": list(self.stage), "steps": self.steps,
             "s_start_step": self.s_start_step, "s_final_step": self.s_final_step,
-            "wall_time_s": self.wall_time_s, "thresholds": self.thresholds, "sparsity": self.sparsity,
-            "accuracy": self.accuracy,
+            "wall_time_s": self.wall_time_s, "peak_memory_mb": self.peak_memory_mb,
+            "thresholds": self.thresholds, "sparsity": self.sparsity, "accuracy": self.accuracy,
             # on the test records whose label is in the label set (differs for MNLI's '-' records)
             "accuracy_labelled": self.accuracy_labelled,
             # per test example (data.json's test order), "1" = correct: for paired bootstraps
@@ -228,6 +229,7 @@ class TaskRecord:
             return cls(
                 stage=tuple(stage), steps=steps, s_start_step=value.get("s_start_step"),
                 s_final_step=value.get("s_final_step"), wall_time_s=float(value.get("wall_time_s", math.nan)),
+                peak_memory_mb=None if value.get("peak_memory_mb") is None else float(value["peak_memory_mb"]),
                 thresholds={g: float(t) for g, t in (value.get("thresholds") or {}).items()},
                 sparsity=float(value.get("sparsity", math.nan)),
                 accuracy=_floats(value.get("accuracy")), accuracy_labelled=value.get("accuracy_labelled"),

@@ -1,0 +1,120 @@
+"""The process's memory: allocator settings the project sets for itself, and honest peak figures.
+
+Why the allocator matters: a CPU training step allocates and frees hundreds of activation tensors
+of a few hundred KiB to tens of MiB, of shapes that change with every micro-batch's length. glibc's
+malloc serves the mid-sized ones from its heap and raises its mmap threshold as large blocks are
+freed, so freed memory stays mapped: over one 44-step task the resident set of a 135 M-parameter run
+climbed from 2.8 GB to 6.0 GB while the live tensors never exceeded ~2.5 GB. Fixing the mmap
+threshold at 1 MiB (blocks above it are returned to the system when freed) and trimming the heap at
+task boundaries keeps the resident set near the live memory, at no measured cost in speed
+(benchmarks/memory.md). The settings are those of `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`,
+applied with mallopt(3) so that no user has to export anything; an explicit environment variable wins.
+
+Peak memory: `ru_maxrss` is the peak of the whole process, so after a resume it misses the earlier
+attempts, and it cannot say which stage peaked. Each stage instead resets the kernel's high-water
+mark (`/proc/self/clear_refs`, Linux) or CUDA's peak counter at its start and reads it at its end:
+the run's peak is the largest stage peak over every attempt (rundir task records keep them).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import os
+import resource
+import sys
+
+import torch
+
+MMAP_THRESHOLD = 1 << 20   # bytes; mallopt M_MMAP_THRESHOLD
+TRIM_THRESHOLD = 32 << 20  # bytes; mallopt M_TRIM_THRESHOLD
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
+
+_libc = None
+
+
+def _glibc():
+    global _libc
+    if _libc is None:
+        _libc = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim"):
+                    _libc = libc
+            except OSError:  # not glibc (musl, ...): nothing to set
+                pass
+    return _libc or None
+
+
+def configure_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds for this process (see the module docstring).
+
+    Returns whether the settings were applied: not on other platforms or C libraries, and not for
+    a threshold the user set through its environment variable."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    applied = False
+    if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
+        applied |= bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
+        applied |= bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+    return applied
+
+
+def release_memory() -> None:
+    """Give freed memory back at a task boundary: Python's cycles, glibc's heap, CUDA's cache."""
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+_CLEAR_REFS = "/proc/self/clear_refs"
+
+
+def reset_peak() -> None:
+    """Start a new peak-memory window (a stage's)."""
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+        return
+    try:
+        with open(_CLEAR_REFS, "w") as handle:
+            handle.write("5")  # resets VmHWM, the resident set's high-water mark (Linux >= 4.0)
+    except OSError:  # not Linux, or not allowed: the peak then stays the process's
+        pass
+
+
+def peak_mb() -> float:
+    """Peak memory in MiB since `reset_peak` (GPU: allocated by torch; CPU: resident set)."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    try:
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)  # kB
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+
+
+def current_mb() -> float:
+    """Memory in use now, in MiB: allocated by torch on a GPU, else the resident set."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.memory_allocated() / 2**20, 1)
+    return current_rss_mb()
+
+
+def current_rss_mb() -> float:
+    """The resident set now, in MiB (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as handle:
+            pages = int(handle.read().split()[1])
+        return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+    except (OSError, ValueError):
+        return 0.0

@@ -1,0 +1,56 @@
+"""memory.py: the allocator settings the project sets itself, per-stage peaks, the run's peak over resumes."""
+
+import sys
+
+import pytest
+import torch
+
+from jumplora import memory
+from jumplora.results import _peak_memory_mb
+from jumplora.rundir import TaskRecord
+
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc and /proc are Linux's")
+
+
+@linux
+def test_the_allocator_is_configured_unless_the_user_set_it(monkeypatch):
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    monkeypatch.delenv("MALLOC_TRIM_THRESHOLD_", raising=False)
+    assert memory.configure_allocator() is True
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
+    assert memory.configure_allocator() is False  # an explicit setting wins
+
+
+@linux
+def test_a_stage_peak_starts_at_the_reset_and_freed_memory_goes_back():
+    memory.configure_allocator()
+    memory.release_memory()
+    memory.reset_peak()
+    start = memory.peak_mb()
+    block = torch.ones(300 * 2**20 // 4)  # 300 MiB, touched
+    assert memory.current_rss_mb() >= start + 250
+    del block
+    memory.release_memory()  # above the mmap threshold: returned to the system at once
+    assert memory.current_rss_mb() < start + 100
+    assert memory.peak_mb() >= start + 250  # the high-water mark remembers it ...
+    memory.reset_peak()
+    assert memory.peak_mb() < start + 100  # ... until the next stage starts
+
+
+def _record(peak):
+    return TaskRecord(stage=("cb",), steps=1, peak_memory_mb=peak)
+
+
+def test_the_run_peak_is_the_largest_stage_peak_of_every_attempt():
+    # stages 0 and 1 ran in an earlier process, whose peak this process's ru_maxrss cannot see
+    assert _peak_memory_mb([_record(100000.0), _record(90000.0)]) == 100000.0
+    # a stage recorded before stage peaks existed: this process's peak stands in for it
+    assert _peak_memory_mb([_record(1.0), _record(None)]) > 1.0
+
+
+def test_task_records_keep_the_stage_peak(tmp_path):
+    record = _record(1234.5)
+    assert TaskRecord.from_json(record.to_json(), tmp_path / "r.json").peak_memory_mb == 1234.5
+    old = {k: v for k, v in record.to_json().items() if k != "peak_memory_mb"}
+    assert TaskRecord.from_json(old, tmp_path / "r.json").peak_memory_mb is None

@@ -1,0 +1,132 @@
+"""The speed paths compute what the plain paths compute (issue 16).
+
+- `frozen_weights="compute-dtype"` (compute_dtype.py) holds bf16 copies of the frozen linear weights:
+  autocast would have cast them to the same values, so the forward is bit-identical;
+- `fold="per-step"` (adapter.py) folds the gated weight once per optimiser step and sums the
+  micro-batch gradients in fp32: the gradient of A, B and τ equals the per-micro-batch one up to the
+  order of a float sum (fp32 tolerance 1e-5 relative).
+"""
+
+import json
+
+import pytest
+import torch
+
+from jumplora.adapter import LoRALinear
+from jumplora.compute_dtype import frozen_weights_in
+from jumplora.gate import Threshold
+from jumplora.injection import AdapterConfig, inject_adapters
+from jumplora.testing import tiny_llama, tiny_t5
+from tinyruns import tiny_run
+
+BUILD = {"causal": tiny_llama, "seq2seq": tiny_t5}
+TARGETS = {"causal": ("q_proj", "v_proj"), "seq2seq": ("q", "v")}
+
+
+def _forward(model, kind):
+    ids = torch.tensor([[5, 40, 77, 120, 9, 200], [7, 8, 9, 10, 11, 12]])
+    if kind == "seq2seq":
+        return model(input_ids=ids, decoder_input_ids=torch.tensor([[0, 50, 60], [0, 1, 2]])).logits
+    return model(input_ids=ids).logits
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
+def test_bf16_copies_give_the_autocast_forward_bit_for_bit(kind, gamma):
+    torch.manual_seed(0)
+    model = BUILD[kind](seed=0).model
+    adapters = inject_adapters(model, AdapterConfig(gated=True, rank=2, target_modules=TARGETS[kind]))
+    for layer in adapters.layers.values():
+        torch.nn.init.normal_(layer.lora_B, std=0.05)
+    adapters.init_thresholds()
+    adapters.set_gamma(gamma)
+    model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        plain = _forward(model, kind)
+        with frozen_weights_in(model, torch.bfloat16):
+            held = _forward(model, kind)
+    assert torch.equal(plain, held)
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_frozen_weights_come_back_as_they_were_and_embeddings_stay_fp32(kind):
+    model = BUILD[kind](seed=0).model
+    adapters = inject_adapters(model, AdapterConfig(gated=True, rank=2, target_modules=TARGETS[kind]))
+    before = {name: p for name, p in model.named_parameters()}
+    values = {name: p.detach().clone() for name, p in before.items()}
+    embedding = model.get_input_embeddings()
+    with frozen_weights_in(model, torch.bfloat16):
+        linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+        assert linears and all(m.weight.dtype == torch.bfloat16 for m in linears)
+        assert embedding.weight.dtype == torch.float32  # a tied LM head is untied inside the block only
+        assert all(layer.master_weight is not None and layer.master_weight.dtype == torch.float32
+                   for layer in adapters.layers.values())
+        assert all(layer.lora_A.dtype == torch.float32 for layer in adapters.layers.values())
+    after = dict(model.named_parameters())
+    assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)  # the same objects
+    assert all(torch.equal(after[k], values[k]) for k in before)
+    assert all(layer.master_weight is None for layer in adapters.layers.values())
+
+
+def _gated_layer(dropout=0.0):
+    torch.manual_seed(1)
+    base = torch.nn.Linear(24, 16)
+    layer = LoRALinear(base, rank=4, alpha=8, mode="jump", threshold=Threshold("global"), dropout=dropout)
+    torch.nn.init.normal_(layer.lora_B, std=0.1)
+    layer.threshold.set_(float(layer.delta().detach().abs().median()))
+    layer.gamma = 0.6
+    layer.train()
+    return layer
+
+
+def _gradients(layer, inputs, per_step, dtype=None):
+    for p in (layer.lora_A, layer.lora_B, layer.threshold.log_threshold):
+        p.grad = None
+    if per_step:
+        layer.begin_step(dtype)
+    for x in inputs:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            loss = layer(x).float().pow(2).mean()
+        (loss / len(inputs)).backward()
+    if per_step:
+        fold, grad = layer.end_step()
+        fold.backward(grad)
+    return [p.grad.clone() for p in (layer.lora_A, layer.lora_B, layer.threshold.log_threshold)]
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_one_fold_per_step_gives_the_per_micro_batch_gradient(dtype):
+    layer = _gated_layer()
+    inputs = [torch.randn(3, 5, 24) for _ in range(4)]
+    per_micro_batch = _gradients(layer, inputs, per_step=False, dtype=dtype)
+    per_step = _gradients(layer, inputs, per_step=True, dtype=dtype)
+    # fp32: the same sum in another order; bf16: the same bf16 matmuls, summed in fp32 either way
+    for got, want in zip(per_step, per_micro_batch):
+        assert torch.allclose(got, want, rtol=1e-5, atol=1e-7), (got - want).abs().max()
+    assert layer.end_step() is None  # the step is closed: a forward now folds afresh
+    assert layer._step_weight is None
+
+
+def _losses(run_dir):
+    return [json.loads(line) for line in (run_dir / "losses.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_run_on_the_speed_paths_equals_the_plain_one(tmp_path, kind, precision):
+    # JumpLoRA+ELLA: gated steps (dense, interpolated and sparse) and a loss term sharing ΔW's graph
+    runs = {}
+    for paths in (("compute-dtype", "per-step"), ("fp32", "per-micro-batch")):
+        where = tmp_path / "-".join(paths)
+        run_dir, _, _ = tiny_run(where, kind, method="jumplora+ella", precision=precision,
+                                 frozen_weights=paths[0], fold=paths[1])
+        runs[paths] = run_dir
+    fast, plain = runs.values()
+    fast_losses, plain_losses = _losses(fast), _losses(plain)
+    assert len(fast_losses) == len(plain_losses) > 2
+    assert any(r["gamma"] > 0 for r in plain_losses) and any(r.get("ella_penalty") for r in plain_losses)
+    for got, want in zip(fast_losses, plain_losses):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-4), (got["task"], got["step"])
+        assert got.get("ella_penalty", 0.0) == pytest.approx(want.get("ella_penalty", 0.0), rel=1e-3, abs=1e-9)
+        assert got.get("thresholds") == pytest.approx(want.get("thresholds"), rel=1e-4)
+    assert (fast / "accuracy_matrix.csv").read_text() == (plain / "accuracy_matrix.csv").read_text()
