@@ -25,6 +25,7 @@ from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
 from jumplora.results import RunResult, final_metrics, matrix_files
 from jumplora.rundir import Resume, RunDirectory, TaskRecord, data_summary, find_single_run
+from jumplora.rundir.extension import prepare_extension
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
 
@@ -40,6 +41,8 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
     method = build_method(config)
     stages = method.stages(tasks)
+    if config.continue_from:  # a new extension starts as a copy of its source's finished stages, then resumes
+        prepare_extension(config, stages)
     run = RunDirectory.open(config, tasks, stages)
     if run.finished:  # read, never written: nothing is loaded or trained
         matrix, metrics = run.finished_result()

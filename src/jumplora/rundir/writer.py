@@ -313,14 +313,20 @@ class RunDirectory:
         other data."""
         path = self.path / layout.DATA
         if path.exists() and self.completed:
-            changed = _changed_files(read_json(path, RESTORE), summary)
+            previous = read_json(path, RESTORE)
+            changed = _changed_files(previous, summary)
             if changed:
                 raise ConfigError(
                     f"{self.path} was begun on other data: {', '.join(changed)} changed since its finished "
                     "tasks read them (data.json); resume with the data it began with, or use another --output-dir"
                 )
             if changed is not None:
-                return  # the same data: keep the record of where the run first read them
+                # the same data: keep the record of where the run first read them, adding the tasks it
+                # lacks (an extension's data.json is its source's: `jumplora.rundir.extension`)
+                added = {task: entry for task, entry in summary["tasks"].items() if task not in previous["tasks"]}
+                if added:
+                    atomic_write_json(path, {**previous, "tasks": {**previous["tasks"], **added}})
+                return
         atomic_write_json(path, summary)
 
 
@@ -357,13 +363,16 @@ def _check_same_configuration(path: Path, config: RunConfig) -> None:
 
 def _changed_files(previous: Any, summary: dict) -> list[str] | None:
     """Files whose content differs from data.json's record (`task: file`); None when the record has
-    no digests (a run directory written before them: nothing to check against)."""
+    no digests (a run directory written before them: nothing to check against). A task the record
+    lacks is not compared."""
     old_tasks = previous.get("tasks") if isinstance(previous, dict) else None
     if not isinstance(old_tasks, dict):
         return None
     changed = []
     for task, entry in summary["tasks"].items():
-        old = old_tasks.get(task, {}).get("files") if isinstance(old_tasks.get(task), dict) else None
+        if task not in old_tasks:
+            continue  # a task the record does not know yet (an extension's added task): nothing to compare
+        old = old_tasks[task].get("files") if isinstance(old_tasks[task], dict) else None
         if not isinstance(old, dict):
             return None
         new = entry["files"]
