@@ -18,6 +18,7 @@ from typing import Any
 
 from jumplora.config import RunConfig, current_names
 from jumplora.data import resolve_order
+from jumplora.data.tasklist import is_task_list
 from jumplora.errors import ConfigError, UserError
 from jumplora.models import LoadedModel
 from jumplora.results import RunResult
@@ -30,6 +31,9 @@ def full_order(source_tasks: list[str], order: str, source: Path, source_order: 
     names as written (`cb,copa` + `rte` is `cb,copa,rte`, as the uninterrupted run would store it);
     a numbered order or a file is spelled out as its tasks."""
     text = str(order).strip()
+    if text.startswith("+") and is_task_list(source_order):
+        raise ConfigError(f"{source}'s order is the task list {source_order}: extend it with --order LIST, a task "
+                          "list whose first tasks are its own")
     if text.startswith("+"):
         added_text = text[1:].strip()
         if not added_text:

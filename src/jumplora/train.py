@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from jumplora.config import RunConfig
-from jumplora.data import DataProtocol, load_task, task_seed
+from jumplora.data import DataProtocol, load_tasks, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
 from jumplora.device import check_precision, make_accelerator
 from jumplora.errors import RunDirectoryError, TrainingError
@@ -51,9 +51,8 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     # everything that can be refused is checked before the model loads: the data, what the run
     # directory holds of the finished stages
     protocol = data_protocol(config)
-    data_dir = config.resolved_data_dir
-    data = {task: load_task(task, data_dir, protocol) for task in tasks}
-    run.record_data(data_summary(data, protocol, data_dir))
+    data = load_tasks(config.order, config.data_dir, protocol)  # the registry's, or a task list's own files
+    run.record_data(data_summary(data, protocol, config.data_dir))
     resume = run.resume_point(matrix_files(config))
     run.begin_attempt()
 

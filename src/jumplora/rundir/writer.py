@@ -22,7 +22,7 @@ import torch
 
 from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, is_temporary
 from jumplora.config import RESULT_AFFECTING, RunConfig, with_legacy_values
-from jumplora.data import DataProtocol, FolderSource, TaskData
+from jumplora.data import DataProtocol, FolderSource, TaskData, resolve_data_dir
 from jumplora.errors import ConfigError, RunDirectoryError
 from jumplora.rundir import layout
 from jumplora.rundir.formats import (
@@ -83,16 +83,26 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
     return digests
 
 
-def data_summary(data: dict[str, TaskData], protocol: DataProtocol, data_dir: Path) -> dict:
-    """data.json: per task what the protocol made of it, and the sha256 of every file it read."""
-    source = FolderSource(data_dir)
+def data_summary(data: dict[str, TaskData], protocol: DataProtocol, data_dir: Path | str | None) -> dict:
+    """data.json: per task what the protocol made of it, and the sha256 of every file it read (by path
+    relative to the data folder; a task list's tasks by path relative to the list's folder, and their
+    entry in it: `TaskData.files`). `data_dir` is needed only for the registry's tasks."""
+    folder = None
+
+    def files(task: TaskData) -> dict[str, str]:
+        nonlocal folder
+        if task.files is not None:
+            return dict(task.files)
+        folder = folder or FolderSource(resolve_data_dir(data_dir))
+        return file_digests(folder.root, folder.files_read(task.spec, task.sources.values()))
+
     return {
         "protocol": protocol.to_dict(),
         "tasks": {
             name: {
                 "group": task.spec.group, "labels": list(task.labels), "counts": task.counts(),
                 "dropped": dict(task.dropped), "sources": {k: str(v) for k, v in task.sources.items()},
-                "files": file_digests(data_dir, source.files_read(task.spec, task.sources.values())),
+                "files": files(task),
             }
             for name, task in data.items()
         },
