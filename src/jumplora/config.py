@@ -60,7 +60,8 @@ class RunConfig:
     # what to run
     method: str = _opt(IDENTITY, "jumplora", "CL method: inclora, ella, ewc, olora, lori, single (trained alone, "
                        "for FWT), mtl (multi-task), or jumplora+<method>; jumplora = jumplora+inclora")
-    order: str = _opt(IDENTITY, "1", "task order: 1-6 (paper Table 6), a comma-separated task list, or a file")
+    order: str = _opt(IDENTITY, "1", "task order: 1-6 (paper Table 6), a comma-separated task list, or a file; "
+                      "with --continue-from, +TASK,... adds tasks to the run's order")
     seed: int = _opt(SEED, 42, "random seed (the paper averages 42, 43, 44)")
     model: str = _opt(SCALE, "smollm2-135m-instruct", "model: the offline default, a local folder or a Hugging "
                       "Face id")
@@ -174,6 +175,10 @@ class RunConfig:
                              "(authors), or also removing punctuation (no-punct)", choices=("authors", "no-punct"))
     single_dir: str | None = _opt(OUTPUT, None, "a finished 'single' run for FWT; else one with the same model, "
                                   "scale and seed is looked for next to the output directory")
+    # where an extension came from; its own results are its config's, checked against the source's
+    continue_from: str | None = _opt(OUTPUT, None, "a finished run directory to extend: train the tasks --order "
+                                     "adds (+TASK,...) on its final model and method state; every other option is "
+                                     "the run's (default output: RUN+TASK+...)")
     # output
     output_dir: str | None = _opt(OUTPUT, None, "run directory; default runs/<method>-order<order>-seed<seed>")
     log: str = _opt(OUTPUT, "none", "also log scalars to TensorBoard", choices=("none", "tensorboard"))
@@ -197,6 +202,9 @@ class RunConfig:
             raise ConfigError(
                 f"batch_size {self.batch_size} is not a multiple of micro_batch_size {self.micro_batch_size}"
             )
+        if str(self.order).strip().startswith("+"):
+            raise ConfigError(f"order {self.order!r} adds tasks to a finished run: give the run with continue_from "
+                              "(--continue-from RUN; from Python jumplora.extend.extend_run)")
         resolve_order(self.order)  # an unknown task or a missing order file fails here
         self._check_method_options()
         if self.threshold_mode == "table1":

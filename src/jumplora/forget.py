@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 
 from jumplora.config import RunConfig
-from jumplora.data import load_task
+from jumplora.data import load_tasks
 from jumplora.errors import UserError
 from jumplora.export import Rebuilt, model_after, stage_of, stored_update
 from jumplora.models import LoadedModel
@@ -77,9 +77,8 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     config = RunConfig.from_dict(dict(run.saved_config), source=f"{run.path}'s configuration")
     check_precision(config)
     protocol = data_protocol(config)
-    data_dir = config.resolved_data_dir
-    data = {name: load_task(name, data_dir, protocol) for name in run.tasks}
-    check_same_data(run.path, data_summary(data, protocol, data_dir))
+    data = load_tasks(config.order, config.data_dir, protocol)
+    check_same_data(run.path, data_summary(data, protocol, config.data_dir))
     rebuilt = model_without(run, task, loaded)
     accelerator = make_accelerator(config)
     model = rebuilt.loaded.model.to(accelerator.device)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from jumplora import memory
 from jumplora.compute_dtype import AUTOCAST_DTYPES, frozen_weights_in
 from jumplora.config import RunConfig
-from jumplora.data import DataProtocol, load_task, task_seed
+from jumplora.data import DataProtocol, load_tasks, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
 from jumplora.device import check_precision, make_accelerator
 from jumplora.errors import RunDirectoryError, TrainingError
@@ -27,6 +27,7 @@ from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
 from jumplora.results import RunResult, final_metrics, matrix_files
 from jumplora.rundir import Resume, RunDirectory, TaskRecord, data_summary, find_single_run
+from jumplora.rundir.extension import prepare_extension
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
 
@@ -42,6 +43,8 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
     method = build_method(config)
     stages = method.stages(tasks)
+    if config.continue_from:  # a new extension starts as a copy of its source's finished stages, then resumes
+        prepare_extension(config, stages)
     run = RunDirectory.open(config, tasks, stages)
     if run.finished:  # read, never written: nothing is loaded or trained
         matrix, metrics = run.finished_result()
@@ -50,9 +53,8 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     # everything that can be refused is checked before the model loads: the data, what the run
     # directory holds of the finished stages
     protocol = data_protocol(config)
-    data_dir = config.resolved_data_dir
-    data = {task: load_task(task, data_dir, protocol) for task in tasks}
-    run.record_data(data_summary(data, protocol, data_dir))
+    data = load_tasks(config.order, config.data_dir, protocol)  # the registry's, or a task list's own files
+    run.record_data(data_summary(data, protocol, config.data_dir))
     resume = run.resume_point(matrix_files(config))
     run.begin_attempt()
 

@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from jumplora.data.orders import ORDERS, benchmark_of, resolve_order
-from jumplora.data.protocol import SPLIT_MODES, UNLABELLED_MODES, DataProtocol, load_task
+from jumplora.data.protocol import SPLIT_MODES, UNLABELLED_MODES, DataProtocol, load_tasks
+from jumplora.data.tasklist import is_task_list
 from jumplora.data.sources import DATA_ENV, resolve_data_dir
 
 
@@ -68,8 +69,9 @@ def _relative(path: str, root: Path) -> str:
 
 
 def run_data(args: argparse.Namespace) -> int:
-    root = resolve_data_dir(args.data_dir)
     tasks = resolve_order(args.order)
+    listed = is_task_list(args.order)  # a task list reads its own files, relative to its folder
+    root = Path(args.order).expanduser().resolve().parent if listed else resolve_data_dir(args.data_dir)
     protocol = DataProtocol(
         seed=args.seed,
         test_per_class=args.test_per_class,
@@ -89,8 +91,9 @@ def run_data(args: argparse.Namespace) -> int:
     rows = [["#", "task", "group", "train", "val", "test", "dropped", "unlabelled", "sources",
              "labels"]]
     totals = [0, 0, 0]
+    loaded = load_tasks(args.order, args.data_dir, protocol)
     for position, name in enumerate(tasks, 1):
-        data = load_task(name, root, protocol)
+        data = loaded[name]
         counts = data.counts()
         totals = [t + c for t, c in zip(totals, counts.values())]
         dropped = ", ".join(f"{split} {n}" for split, n in data.dropped.items() if n) or "0"

@@ -48,6 +48,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     values = current_names(read_yaml(args.config), args.config) if getattr(args, "config", None) else {}
     field_names = {f.name for f in dataclasses.fields(RunConfig)}
     values.update({k: v for k, v in vars(args).items() if k in field_names})
+    if values.get("continue_from"):  # the run extended gives every option the command does not
+        from jumplora.extend import extension_config
+
+        return extension_config(values.pop("continue_from"), values, where=args.config or "command line")
     return RunConfig.from_dict(values, source=args.config or "command line")
 
 

@@ -25,6 +25,7 @@ from jumplora.data.protocol import (
     apply_given_split,
     apply_protocol,
     load_task,
+    load_tasks,
     task_seed,
 )
 from jumplora.data.sources import (
@@ -67,7 +68,7 @@ __all__ = [
     "DataProtocol", "Example", "FolderSource", "HFSource", "PromptEncoder", "SplitRecords",
     "TaskData", "TaskSpec",
     "apply_given_split", "apply_protocol", "benchmark_of", "encode_prompt", "encode_target", "format_prompt",
-    "get_task", "load_hf_split", "load_task", "prompt_template", "read_instructions", "read_labels",
+    "get_task", "load_hf_split", "load_task", "load_tasks", "prompt_template", "read_instructions", "read_labels",
     "read_records", "resolve_data_dir", "resolve_order", "special_tokens", "task_names",
     "task_seed",
     *_LAZY,

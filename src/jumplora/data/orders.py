@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from jumplora.data.tasklist import JSON_SUFFIXES, YAML_SUFFIXES, is_task_list, read_task_list
 from jumplora.data.tasks import LONG, STANDARD, get_task
 from jumplora.errors import DataError
 
@@ -54,7 +55,9 @@ def _split_names(text: str) -> list[str]:
 
 def resolve_order(spec: int | str | Path) -> list[str]:
     """Canonical task names of an order given as a number (1-6 or "1".."6"), a comma-separated list
-    of task names, or a path to a text file (names one a line or comma-separated, `#` comments)."""
+    of task names, a path to a text file (names one a line or comma-separated, `#` comments), or a
+    task list defining its own tasks (.json in the authors' format, .yaml naming `datasets`: the
+    names it gives, see `jumplora.data.tasklist`)."""
     if isinstance(spec, bool):
         raise DataError(f"unknown order {spec!r}; valid orders: 1-{max(ORDERS)}")
     if isinstance(spec, int):
@@ -70,6 +73,8 @@ def resolve_order(spec: int | str | Path) -> list[str]:
     if text.isdigit():
         return resolve_order(int(text))
     path = Path(text).expanduser()
+    if is_task_list(path):  # a JSON or YAML file defining its tasks (jumplora.data.tasklist)
+        return read_task_list(path).names
     if path.is_file():
         try:
             content = path.read_text(encoding="utf-8")
@@ -79,6 +84,6 @@ def resolve_order(spec: int | str | Path) -> list[str]:
             return _names_to_tasks(_split_names(content), f"file {path}")
         except DataError as error:
             raise DataError(f"order file {path}: {error}") from None
-    if "," not in text and ("/" in text or text.endswith(".txt")):
+    if "," not in text and ("/" in text or path.suffix.lower() in (".txt", *JSON_SUFFIXES, *YAML_SUFFIXES)):
         raise DataError(f"order file {path} not found")
     return _names_to_tasks(_split_names(text), repr(text))

@@ -32,7 +32,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from jumplora.data.sources import Example, FolderSource, Source, SplitRecords, has_split, warn_once
+from jumplora.data.orders import resolve_order
+from jumplora.data.sources import (
+    Example, FolderSource, Source, SplitRecords, has_split, resolve_data_dir, warn_once,
+)
+from jumplora.data.tasklist import is_task_list, read_task_list
 from jumplora.data.tasks import TaskSpec, get_task
 from jumplora.errors import ConfigError, DataError
 
@@ -102,6 +106,7 @@ class TaskData:
     sources: dict[str, str] = field(default_factory=dict)
     dropped: dict[str, int] = field(default_factory=dict)
     unlabelled: int = 0
+    files: dict[str, str] | None = None  # sha256 of what a task list's task read (`ListedTask.fingerprints`)
 
     @property
     def name(self) -> str:
@@ -210,12 +215,15 @@ def apply_given_split(
     spec: TaskSpec,
     labels: tuple[str, ...],
     train_records: SplitRecords,
-    dev_records: SplitRecords,
+    dev_records: SplitRecords | None,
     test_records: SplitRecords,
     protocol: DataProtocol,
 ) -> tuple[list[Example], list[Example], list[Example], dict[str, int], int]:
     """(train, validation, test, dropped, unlabelled) from a task's train / dev / test files used
-    as given: file order, no resampling, only the per-class caps (module docstring)."""
+    as given: file order, no resampling, only the per-class caps (module docstring). Without dev
+    records (a task list's task) the validation set is empty."""
+    wants_dev = dev_records is not None and protocol.val_per_class != 0
+    dev_records = dev_records if dev_records is not None else SplitRecords((), "none")
     train_pool, dropped_train = _keep_labelled(train_records, labels, spec.name)
     dev_pool, dropped_dev = _keep_labelled(dev_records, labels, spec.name)
     test_pool, dropped_test, unlabelled = _keep_test(test_records, labels, spec.name,
@@ -232,7 +240,7 @@ def apply_given_split(
     unlabelled = sum(e.label not in allowed for e in test)
     _check_not_empty(spec, (
         ("train", train, train_records, dropped_train, True),
-        ("validation", validation, dev_records, dropped_dev, protocol.val_per_class != 0),
+        ("validation", validation, dev_records, dropped_dev, wants_dev),
         ("test", test, test_records, dropped_test, True),
     ))
     dropped = {"train": dropped_train, "validation": dropped_dev, "test": dropped_test}
@@ -282,12 +290,14 @@ def load_task(
     protocol: DataProtocol | None = None,
     *,
     source: Source | None = None,
+    spec: TaskSpec | None = None,
 ) -> TaskData:
     """Task `name` from `data_dir` (a benchmark folder) or from `source` (e.g. an `HFSource`),
     sampled by `protocol` (default: the paper's, seed 42). With `protocol.split == "auto"` and a
     dev split in the source (a dev.json in the task folder) the given train / dev / test files are
-    used instead (module docstring)."""
-    spec = get_task(name)
+    used instead (module docstring). `spec` replaces the registry's (a task list's own task), and
+    a source with `split_given` gives its train and test as given under "auto", without validation."""
+    spec = spec or get_task(name)
     protocol = protocol or DataProtocol()
     if source is None:
         if data_dir is None:
@@ -297,12 +307,13 @@ def load_task(
     instruction = source.instruction(spec)
     train_records = source.records(spec, "train")
     test_records = source.records(spec, "test")
-    if protocol.split == "auto" and has_split(source, spec, "dev"):
-        dev_records = source.records(spec, "dev")
+    given = getattr(source, "split_given", False)
+    if protocol.split == "auto" and (has_split(source, spec, "dev") or given):
+        dev_records = source.records(spec, "dev") if has_split(source, spec, "dev") else None
         train, validation, test, dropped, unlabelled = apply_given_split(
             spec, labels, train_records, dev_records, test_records, protocol
         )
-        validation_origin = dev_records.origin
+        validation_origin = dev_records.origin if dev_records is not None else "none"
     else:
         train, validation, test, dropped = apply_protocol(
             spec, labels, train_records, test_records, protocol
@@ -325,3 +336,17 @@ def load_task(
         dropped=dropped,
         unlabelled=unlabelled,
     )
+
+
+def load_tasks(order: str, data_dir: str | Path | None, protocol: DataProtocol) -> dict[str, TaskData]:
+    """Every task of a run's order, in order: a task list's from its own files (`jumplora.data.tasklist`),
+    the registry's from the data folder (`data_dir`, else $JUMPLORA_DATA)."""
+    if is_task_list(order):
+        listed = read_task_list(order)
+        return {
+            name: dataclasses.replace(load_task(name, protocol=protocol, source=task.source, spec=task.spec),
+                                      files=task.fingerprints())
+            for name, task in listed.tasks.items()
+        }
+    root = resolve_data_dir(data_dir)
+    return {name: load_task(name, root, protocol) for name in resolve_order(order)}

@@ -22,7 +22,7 @@ import torch
 
 from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, is_temporary
 from jumplora.config import RESULT_AFFECTING, RunConfig, with_legacy_values
-from jumplora.data import DataProtocol, FolderSource, TaskData
+from jumplora.data import DataProtocol, FolderSource, TaskData, resolve_data_dir
 from jumplora.errors import ConfigError, RunDirectoryError
 from jumplora.rundir import layout
 from jumplora.rundir.formats import (
@@ -83,16 +83,26 @@ def file_digests(root: Path, files: list[Path]) -> dict[str, str]:
     return digests
 
 
-def data_summary(data: dict[str, TaskData], protocol: DataProtocol, data_dir: Path) -> dict:
-    """data.json: per task what the protocol made of it, and the sha256 of every file it read."""
-    source = FolderSource(data_dir)
+def data_summary(data: dict[str, TaskData], protocol: DataProtocol, data_dir: Path | str | None) -> dict:
+    """data.json: per task what the protocol made of it, and the sha256 of every file it read (by path
+    relative to the data folder; a task list's tasks by path relative to the list's folder, and their
+    entry in it: `TaskData.files`). `data_dir` is needed only for the registry's tasks."""
+    folder = None
+
+    def files(task: TaskData) -> dict[str, str]:
+        nonlocal folder
+        if task.files is not None:
+            return dict(task.files)
+        folder = folder or FolderSource(resolve_data_dir(data_dir))
+        return file_digests(folder.root, folder.files_read(task.spec, task.sources.values()))
+
     return {
         "protocol": protocol.to_dict(),
         "tasks": {
             name: {
                 "group": task.spec.group, "labels": list(task.labels), "counts": task.counts(),
                 "dropped": dict(task.dropped), "sources": {k: str(v) for k, v in task.sources.items()},
-                "files": file_digests(data_dir, source.files_read(task.spec, task.sources.values())),
+                "files": files(task),
             }
             for name, task in data.items()
         },
@@ -313,14 +323,20 @@ class RunDirectory:
         other data."""
         path = self.path / layout.DATA
         if path.exists() and self.completed:
-            changed = _changed_files(read_json(path, RESTORE), summary)
+            previous = read_json(path, RESTORE)
+            changed = _changed_files(previous, summary)
             if changed:
                 raise ConfigError(
                     f"{self.path} was begun on other data: {', '.join(changed)} changed since its finished "
                     "tasks read them (data.json); resume with the data it began with, or use another --output-dir"
                 )
             if changed is not None:
-                return  # the same data: keep the record of where the run first read them
+                # the same data: keep the record of where the run first read them, adding the tasks it
+                # lacks (an extension's data.json is its source's: `jumplora.rundir.extension`)
+                added = {task: entry for task, entry in summary["tasks"].items() if task not in previous["tasks"]}
+                if added:
+                    atomic_write_json(path, {**previous, "tasks": {**previous["tasks"], **added}})
+                return
         atomic_write_json(path, summary)
 
 
@@ -357,13 +373,16 @@ def _check_same_configuration(path: Path, config: RunConfig) -> None:
 
 def _changed_files(previous: Any, summary: dict) -> list[str] | None:
     """Files whose content differs from data.json's record (`task: file`); None when the record has
-    no digests (a run directory written before them: nothing to check against)."""
+    no digests (a run directory written before them: nothing to check against). A task the record
+    lacks is not compared."""
     old_tasks = previous.get("tasks") if isinstance(previous, dict) else None
     if not isinstance(old_tasks, dict):
         return None
     changed = []
     for task, entry in summary["tasks"].items():
-        old = old_tasks.get(task, {}).get("files") if isinstance(old_tasks.get(task), dict) else None
+        if task not in old_tasks:
+            continue  # a task the record does not know yet (an extension's added task): nothing to compare
+        old = old_tasks[task].get("files") if isinstance(old_tasks[task], dict) else None
         if not isinstance(old, dict):
             return None
         new = entry["files"]
