@@ -39,7 +39,7 @@ import yaml
 
 from jumplora import defaults, method_names
 from jumplora.data import resolve_data_dir, resolve_order
-from jumplora.ella_lambdas import lambdas_for
+from jumplora.ella_lambdas import PAPER_GRID, is_search, lambdas_for, parse_grid
 from jumplora.errors import ConfigError
 from jumplora.method_names import MethodName, canonical_method, parse_method
 from jumplora.tokens import KINDS
@@ -117,8 +117,13 @@ class RunConfig:
     schedule_rounding: str = _opt(METHOD, "floor", "fraction -> step: floor (the authors' int()) or round",
                                   applies=method_names.uses_schedule, choices=("floor", "round"))
     # method options
-    ella_lambda: str = _opt(METHOD, "paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), one "
-                            "number, or a comma-separated list with one value per task", applies=method_names.ella)
+    ella_lambda: str = _opt(METHOD, "paper", "ELLA lambda: 'paper' (Table 7 of the paper for orders 1-6), "
+                            "'paper-table8' (Table 8, JumpLoRA+ELLA's ablation, by threshold and penalty), "
+                            "'search' (at each task, the value of --ella-lambda-grid with the best validation "
+                            "accuracy over the tasks so far), one number, or a comma-separated list with one value "
+                            "per task", applies=method_names.ella)
+    ella_lambda_grid: str = _opt(METHOD, PAPER_GRID, "the lambda values --ella-lambda search tries at each task, "
+                                 "comma-separated (paper Appendix A.2)", applies=method_names.ella)
     ella_penalty: str = _opt(METHOD, "sparse", "JumpLoRA+ELLA penalty on the sparse update (Algorithm 1, Table 1) "
                              "or the interpolated one (paper section 4.6)", applies=method_names.gated_ella,
                              choices=("sparse", "interp"))
@@ -206,15 +211,26 @@ class RunConfig:
             raise ConfigError(f"order {self.order!r} adds tasks to a finished run: give the run with continue_from "
                               "(--continue-from RUN; from Python jumplora.extend.extend_run)")
         resolve_order(self.order)  # an unknown task or a missing order file fails here
-        self._check_method_options()
-        if self.threshold_mode == "table1":
+        if self.threshold_mode == "table1":  # before the method options: Table 8's λ depend on it
             self.threshold_mode = table1_threshold(self.method, self.order)
+        self._check_method_options()
 
     def _check_method_options(self) -> None:
         if self.method_name.strategy == "ella":
-            lambdas = lambdas_for(self.ella_lambda, self.order, len(self.task_list))
+            parse_grid(self.ella_lambda_grid)
+            if is_search(self.ella_lambda):
+                if self.val_per_class == 0:  # the search selects on validation data, never on test data
+                    raise ConfigError("ella_lambda 'search' selects by validation accuracy: val_per_class must "
+                                      "not be 0")
+                return
+            lambdas = self.ella_lambdas()
             if not all(math.isfinite(v) and v >= 0 for v in lambdas):
                 raise ConfigError(f"ella_lambda must be 'paper' or numbers >= 0, got {self.ella_lambda!r}")
+
+    def ella_lambdas(self) -> list[float]:
+        """ELLA's λ per task of the order (`jumplora.ella_lambdas.lambdas_for`; not for 'search')."""
+        return lambdas_for(self.ella_lambda, self.order, len(self.task_list), threshold_mode=self.threshold_mode,
+                           penalty=self.ella_penalty, gated=self.gated)
 
     # derived -----------------------------------------------------------------------------------
     @property
@@ -472,6 +488,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "loss_mean": "micro-batch",
     "max_new_tokens": None,
     "answer_match": "no-punct",
+    "ella_lambda_grid": PAPER_GRID,  # no run searched λ before the grid existed: any value ran the same
 }
 
 

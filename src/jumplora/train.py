@@ -22,7 +22,7 @@ from jumplora.device import check_precision, make_accelerator
 from jumplora.errors import RunDirectoryError, TrainingError
 from jumplora.evaluate import EvalResult, evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
-from jumplora.methods import Method, TaskContext, build_method
+from jumplora.methods import Method, StageRunner, TaskContext, TrainedStage, build_method
 from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
 from jumplora.results import RunResult, final_metrics, matrix_files
@@ -30,6 +30,7 @@ from jumplora.rundir import Resume, RunDirectory, TaskRecord, data_summary, find
 from jumplora.rundir.extension import prepare_extension
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
+from jumplora.targets import find_target_linears
 
 
 def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunResult:
@@ -77,31 +78,16 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         row = tasks.index(stage[-1])
         stage_started = time.time()
         memory.reset_peak()
-        # every stage starts from its own seed: a resumed run draws what an uninterrupted one did
-        torch.manual_seed(task_seed(config.seed, name, "adapter"))
-
-        # inject
-        adapters = inject_adapters(model, method.adapter_config(targets))
         train_batches = [_to_device(b, accelerator.device)
                          for b in _stage_batches(stage, data, tokenizer, kind, config)]
         steps = _steps_to_train(train_batches, config, name)
-        ctx = TaskContext(
-            model=model, config=config, kind=kind, task=name, task_index=row, adapters=adapters,
-            schedule=JumpSchedule.for_task(len(steps), config.s_start, config.s_final,
-                                           rounding=config.schedule_rounding),
-            steps=steps, train_batches=train_batches,
-            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind),
-        )
+        runner = _LoopStage(index, stage, row, tasks[: row + 1], train_batches, steps, loaded=(model, tokenizer, kind),
+                            data=data, targets=targets, method=method, accelerator=accelerator, logger=logger, run=run,
+                            held_dtype=held_dtype)
 
-        # train (the frozen weights in the compute dtype: compute_dtype.py)
-        method.before_task(ctx)
-        with frozen_weights_in(model, held_dtype):
-            losses = train_task(ctx, method, accelerator, logger)
-
-        # merge: β·ΔW_final into the base weights, adapters removed
-        method.before_merge(ctx)
-        update = adapters.merge_and_remove(task=name)
-        method.after_task(ctx, update)
+        # inject → train → merge (`_LoopStage.train`), once; or once per setting a method tries (`Method.train_stage`)
+        trained = method.train_stage(runner)
+        update, losses = trained.update, trained.losses
 
         # evaluate
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
@@ -116,16 +102,68 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         if not method.keeps_updates:
             update.remove_from(model)
 
-        record = _task_record(stage, ctx.schedule, losses, stage_started, update, evaluations, config)
+        record = _task_record(stage, runner.schedule, losses, stage_started, update, evaluations, config)
         run.save_stage(index, update, method.state_dict(), matrices, losses, record)
         logger.task_done(name, evaluations, update)
-        del ctx, adapters, train_batches, steps
+        del runner, trained, train_batches, steps
         memory.release_memory()  # the next stage's batches have other shapes: start from a trimmed heap
 
     metrics = final_metrics(run, config, matrices)
     run.finish(metrics)
     logger.close()
     return RunResult(run.path, tasks, matrices[ACCURACY], metrics)
+
+
+class _LoopStage(StageRunner):
+    """The stage under way in `run_continual`, as `Method.train_stage` sees it (`StageRunner`)."""
+
+    def __init__(self, index: int, stage: list[str], row: int, seen: list[str], train_batches: list[dict],
+                 steps: list[list[dict]], *, loaded: tuple, data: dict, targets: tuple[str, ...], method: Method,
+                 accelerator, logger: Logger, run: RunDirectory, held_dtype: torch.dtype | None = None):
+        self.index, self.name, self.task_index, self.seen, self.run = index, stage_name(stage), row, seen, run
+        self.held_dtype = held_dtype  # the frozen weights' dtype while training and validating (compute_dtype.py)
+        self.model, self.tokenizer, self.kind = loaded
+        self.train_batches, self.steps, self.data, self.targets = train_batches, steps, data, targets
+        self.method, self.config, self.accelerator, self.logger = method, method.config, accelerator, logger
+        self.schedule = JumpSchedule.for_task(len(steps), self.config.s_start, self.config.s_final,
+                                              rounding=self.config.schedule_rounding)
+
+    def _context(self, adapters: AdapterSet) -> TaskContext:
+        model, kind, accelerator = self.model, self.kind, self.accelerator
+        return TaskContext(
+            model=model, config=self.config, kind=kind, task=self.name, task_index=self.task_index,
+            adapters=adapters, schedule=self.schedule, steps=self.steps, train_batches=self.train_batches,
+            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind),
+        )
+
+    def train(self) -> TrainedStage:
+        # every pass starts from the stage's own seed: a resumed run draws what an uninterrupted one did
+        torch.manual_seed(task_seed(self.config.seed, self.name, "adapter"))
+        adapters = inject_adapters(self.model, self.method.adapter_config(self.targets))
+        ctx = self._context(adapters)
+        self.method.before_task(ctx)
+        with frozen_weights_in(self.model, self.held_dtype):
+            losses = train_task(ctx, self.method, self.accelerator, self.logger)
+        # merge: β·ΔW_final into the base weights, adapters removed
+        self.method.before_merge(ctx)
+        update = adapters.merge_and_remove(task=self.name)
+        self.method.after_task(ctx, update)
+        return TrainedStage(update, losses)
+
+    def validate(self) -> dict[str, EvalResult]:
+        with frozen_weights_in(self.model, self.held_dtype):
+            return {task: evaluate_on(self.model, self.tokenizer, self.kind, self.data[task], self.config,
+                                      self.accelerator, split="validation")
+                    for task in progress(self.seen, self.config, f"validate after {self.name}")}
+
+    def adapted_weights(self) -> dict[str, torch.Tensor]:
+        return {name: linear.weight for name, linear in find_target_linears(self.model, self.targets).items()}
+
+    def keep(self, update, losses: list[dict]) -> TrainedStage:
+        update.apply(self.model)  # as `merge_and_remove` merges it
+        empty = AdapterSet(self.model, self.method.adapter_config(self.targets), {}, {})  # merged: no adapters left
+        self.method.after_task(self._context(empty), update)
+        return TrainedStage(update, losses)
 
 
 def data_protocol(config: RunConfig) -> DataProtocol:
@@ -137,11 +175,12 @@ def data_protocol(config: RunConfig) -> DataProtocol:
     )
 
 
-def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accelerator) -> EvalResult:
-    """One task's test split evaluated as the run evaluates it after every stage."""
+def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accelerator,
+                split: str = "test") -> EvalResult:
+    """One task's test split (or `split`) evaluated as the run evaluates it after every stage."""
     return evaluate_task(
         model, tokenizer, kind,
-        make_eval_batches(task_data.test, task_data, tokenizer, kind, config.eval_batch_size,
+        make_eval_batches(task_data.split(split), task_data, tokenizer, kind, config.eval_batch_size,
                           config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style),
         label_token_ids(task_data, tokenizer, kind, config.max_target_tokens),
         mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,

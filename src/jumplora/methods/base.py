@@ -6,6 +6,8 @@
     loss_terms(ctx) -> dict     extra loss terms for the current micro-batch, by name
     before_merge(ctx)           after training, the adapters still in place (what a method keeps of them)
     after_task(ctx, update)     after the stage's update was merged into the base weights, adapters gone
+    train_stage(stage)          how the loop trains a stage: `stage.train()` once, which calls the hooks
+                                above; a method may train it several ways and keep one (ELLA's λ search)
 
 A method also says which adapters to inject (`adapter_config`), how tasks are grouped into
 training stages (`stages`: one task per stage, or all at once for multi-task), which tasks are
@@ -42,6 +44,45 @@ class TaskContext:
     train_batches: list[dict]  # every training micro-batch of the stage, for estimates (EWC's Fisher)
     compute_loss: Callable[[dict], torch.Tensor]  # a micro-batch's task loss, under the run's autocast
     step: int = 0  # the optimiser step under way
+
+
+@dataclass
+class TrainedStage:
+    """A trained stage as the loop goes on with it: its update, merged into the model (and after_task
+    called with it), and its losses.jsonl lines, one per optimiser step."""
+
+    update: TaskUpdate
+    losses: list[dict]
+
+
+class StageRunner:
+    """What `Method.train_stage` can do with the stage under way (the loop implements it, `jumplora.train`).
+
+    `train()` is one pass of inject → before_task → train → before_merge → merge → after_task, from
+    the stage's own seed: the same state gives the same result however often it runs. A method that
+    trains a stage several times puts the model and its own state back in between (`adapted_weights`
+    are the tensors a pass changes) and hands the pass it keeps to `keep`."""
+
+    index: int  # the stage's position (its files are numbered by it)
+    name: str  # the stage's name
+    task_index: int  # the accuracy-matrix row the stage fills
+    seen: list[str]  # the tasks of the order learned once the stage is done: past and current
+    run: Any  # the run directory (`jumplora.rundir.RunDirectory`), where a search keeps its record
+
+    def train(self) -> TrainedStage:
+        raise NotImplementedError
+
+    def validate(self) -> dict[str, Any]:
+        """Every task of `seen` evaluated on its validation split (never its test split): task -> EvalResult."""
+        raise NotImplementedError
+
+    def adapted_weights(self) -> dict[str, torch.Tensor]:
+        """The weight of every matrix the stage adapts, by module name: what a pass's merge changes."""
+        raise NotImplementedError
+
+    def keep(self, update: TaskUpdate, losses: list[dict]) -> TrainedStage:
+        """A pass's stored result as the stage's: `update` merged into the model, after_task called with it."""
+        raise NotImplementedError
 
 
 class Method:
@@ -94,6 +135,9 @@ class Method:
 
     def after_task(self, ctx: TaskContext, update: TaskUpdate) -> None:
         pass
+
+    def train_stage(self, stage: StageRunner) -> TrainedStage:
+        return stage.train()
 
     # resuming ----------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -14,16 +14,19 @@ Algorithm 1, Table 1) or ΔW_interp (`--ella-penalty interp`, §4.6). The mask i
 (no gradient to τ, as the authors') unless `--ella-threshold-grad true` routes it through the
 JumpReLU pseudo-gradient.
 
-λ is per task: `ella_lambda` is "paper" (Table 7's values for the run's order), one number for
-every task, or a list with one value per task. The first task's λ is irrelevant (W_past = 0).
+λ is per task: `ella_lambda` is "paper" (Table 7's values for the run's order), "paper-table8"
+(Table 8's, JumpLoRA+ELLA by threshold and penalty), "search" (chosen at each task by validation
+accuracy, `jumplora.methods.lambda_search`), one number for every task, or a list with one value
+per task. The first task's λ is irrelevant (W_past = 0): the search starts at the second.
 """
 
 from __future__ import annotations
 
 import torch
 
-from jumplora.ella_lambdas import lambdas_for
-from jumplora.methods.base import Method, TaskContext, register
+from jumplora.ella_lambdas import is_search, parse_grid
+from jumplora.methods.base import Method, StageRunner, TaskContext, TrainedStage, register
+from jumplora.methods.lambda_search import search_lambda
 
 
 @register("ella")
@@ -35,7 +38,15 @@ class ELLA(Method):
         self.current_lambda = 0.0
 
     def setup(self, model) -> None:
-        self.lambdas = lambdas_for(self.config.ella_lambda, self.config.order, len(self.config.task_list))
+        if is_search(self.config.ella_lambda):
+            self.lambdas = [0.0] * len(self.config.task_list)  # each set by the search of its task
+        else:
+            self.lambdas = self.config.ella_lambdas()
+
+    def train_stage(self, stage: StageRunner) -> TrainedStage:
+        if is_search(self.config.ella_lambda) and self.past:  # without a past, every λ trains the same
+            return search_lambda(self, stage, parse_grid(self.config.ella_lambda_grid))
+        return stage.train()
 
     def before_task(self, ctx: TaskContext) -> None:
         self.current_lambda = self.lambdas[ctx.task_index] if self.lambdas else 0.0

@@ -24,6 +24,7 @@ TASKS = "tasks"
 UPDATES = "updates"
 SUPPORTS = "supports"
 METHOD_STATE = "method_state"
+LAMBDA_SEARCH = "lambda_search"  # `--ella-lambda search`: every candidate's validation accuracy, per stage
 REMOVAL = "forget.json"  # the one file of a directory written by `jumplora forget` (not a run directory)
 
 STAGE_SEPARATOR = "+"
@@ -63,6 +64,19 @@ def supports_path(root: Path, index: int, name: str) -> Path:
 
 def method_state_path(root: Path, index: int) -> Path:
     return root / METHOD_STATE / f"{index:02d}.pt"
+
+
+def lambda_search_record_path(root: Path, index: int, name: str) -> Path:
+    return root / LAMBDA_SEARCH / f"{stem(index, name)}.json"
+
+
+def lambda_search_folder(root: Path, index: int, name: str) -> Path:
+    """Where a stage's best λ candidate so far keeps its update, until the stage is done."""
+    return root / LAMBDA_SEARCH / stem(index, name)
+
+
+def lambda_search_update_path(root: Path, index: int, name: str, value: float) -> Path:
+    return lambda_search_folder(root, index, name) / f"lambda-{float(value)!r}.safetensors"  # repr: one name per float
 
 
 def is_run_directory(path: Path) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -29,6 +30,7 @@ from jumplora.rundir.formats import (
     RESTORE, State, TaskRecord, assemble_matrix, first_line, format_accuracy, format_config, format_losses,
     read_accuracy, read_config, read_json, read_losses, read_state,
 )
+from jumplora.rundir.lambda_search import LambdaSearch
 from jumplora.updates import TaskUpdate
 
 
@@ -154,6 +156,7 @@ class RunDirectory:
         """Once everything is checked, before the work: drop what a killed attempt left half-written,
         record this attempt's environment."""
         self.remove_temporary_files()
+        self.remove_finished_search_updates()
         atomic_write_json(self.path / layout.ENVIRONMENT, environment())
 
     def stage_name(self, index: int) -> str:
@@ -203,6 +206,7 @@ class RunDirectory:
         atomic_write_json(self.task_record_path(index), record.to_json())
         self.mark_completed(index + 1)
         self.remove_obsolete_method_states(index)
+        self.remove_finished_search_updates()
 
     def finish(self, metrics: dict) -> None:
         """metrics.json, then the state that says the run is finished."""
@@ -263,6 +267,18 @@ class RunDirectory:
         for older in (self.path / layout.METHOD_STATE).glob("*.pt"):
             if older.stem.isdigit() and int(older.stem) < index:
                 older.unlink(missing_ok=True)
+
+    def lambda_search(self, index: int, grid: list[float]) -> LambdaSearch:
+        """Stage `index`'s λ search record (`--ella-lambda search`), to read and to add candidates to."""
+        return LambdaSearch(self.path, index, self.stage_name(index), grid)
+
+    def remove_finished_search_updates(self) -> None:
+        """The candidates' updates of the stages state.json records done: their λ is chosen, the chosen
+        update is in updates/ (their records stay)."""
+        for index in range(min(self.completed, len(self.stages))):
+            folder = layout.lambda_search_folder(self.path, index, self.stage_name(index))
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
 
     def remove_temporary_files(self) -> None:
         """Temporary files a killed process left (never read: their rename did not happen)."""
