@@ -17,6 +17,7 @@ from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_task, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
 from jumplora.device import check_precision, make_accelerator
+from jumplora.distributed import ScaleOut
 from jumplora.errors import RunDirectoryError, TrainingError
 from jumplora.evaluate import EvalResult, evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
@@ -24,7 +25,7 @@ from jumplora.methods import Method, TaskContext, build_method
 from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
 from jumplora.results import RunResult, final_metrics, matrix_files
-from jumplora.rundir import Resume, RunDirectory, TaskRecord, data_summary, find_single_run
+from jumplora.rundir import FollowerRunDirectory, Resume, RunDirectory, TaskRecord, data_summary, find_single_run
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
 
@@ -32,7 +33,9 @@ from jumplora.schedule import JumpSchedule
 def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunResult:
     """Train `config.method` on the task order, evaluating after every stage; resumable.
 
-    `loaded` skips loading `config.model`: tests and notebooks pass a model they built.
+    `loaded` skips loading `config.model`: tests and notebooks pass a model they built. Under
+    `accelerate launch` every process runs this; they share each step's examples and each
+    evaluation, and only the main one writes (`jumplora.distributed`).
     """
     tasks = config.task_list
     check_precision(config)
@@ -40,7 +43,11 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
     method = build_method(config)
     stages = method.stages(tasks)
-    run = RunDirectory.open(config, tasks, stages)
+    accelerator = make_accelerator(config)  # under a launcher: joins the process group
+    scale_out = ScaleOut.current()
+    config = scale_out.quiet(config)  # one progress display, one TensorBoard log
+    with scale_out.main_first():  # the main process creates or checks it; the others then read what it holds
+        run = (RunDirectory if scale_out.is_main else FollowerRunDirectory).open(config, tasks, stages)
     if run.finished:  # read, never written: nothing is loaded or trained
         matrix, metrics = run.finished_result()
         return RunResult(run.path, tasks, matrix, metrics, already_finished=True)
@@ -54,7 +61,6 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     resume = run.resume_point(matrix_files(config))
     run.begin_attempt()
 
-    accelerator = make_accelerator(config)
     if loaded is None:
         loaded = load_model(config.model, kind=config.model_kind, progress=config.progress)
     model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
@@ -75,6 +81,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
 
         # inject
         adapters = inject_adapters(model, method.adapter_config(targets))
+        scale_out.seed_process(task_seed(config.seed, name, "process"))  # A is drawn alike, dropout is not
         train_batches = [_to_device(b, accelerator.device)
                          for b in _stage_batches(stage, data, tokenizer, kind, config)]
         steps = _steps_to_train(train_batches, config, name)
@@ -83,7 +90,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
             schedule=JumpSchedule.for_task(len(steps), config.s_start, config.s_final,
                                            rounding=config.schedule_rounding),
             steps=steps, train_batches=train_batches,
-            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind),
+            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind), scale_out=scale_out,
         )
 
         # train
@@ -111,8 +118,9 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         run.save_stage(index, update, method.state_dict(), matrices, losses, record)
         logger.task_done(name, evaluations, update)
 
-    metrics = final_metrics(run, config, matrices)
-    run.finish(metrics)
+    with scale_out.main_first():  # the others read the metrics once the main process has written them
+        metrics = final_metrics(run, config, matrices) if scale_out.is_main else run.finished_result()[1]
+        run.finish(metrics)
     logger.close()
     return RunResult(run.path, tasks, matrices[ACCURACY], metrics)
 
@@ -127,14 +135,17 @@ def data_protocol(config: RunConfig) -> DataProtocol:
 
 
 def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accelerator) -> EvalResult:
-    """One task's test split evaluated as the run evaluates it after every stage."""
+    """One task's test split evaluated as the run evaluates it after every stage; under several
+    processes each evaluates its share of the batches and all get the accuracy of the whole split."""
+    scale_out = ScaleOut.current()
+    batches = make_eval_batches(task_data.test, task_data, tokenizer, kind, config.eval_batch_size,
+                                config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style)
     return evaluate_task(
-        model, tokenizer, kind,
-        make_eval_batches(task_data.test, task_data, tokenizer, kind, config.eval_batch_size,
-                          config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style),
+        model, tokenizer, kind, scale_out.shard(batches),
         label_token_ids(task_data, tokenizer, kind, config.max_target_tokens),
         mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
         labels=task_data.labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
+        gather=scale_out.gather if scale_out.active else None,
     )
 
 
@@ -178,11 +189,13 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
         sums: dict[str, float] = {}
-        step_tokens = sum(batch["target_tokens"] for batch in micro_batches)  # counted by make_train_batches
-        for batch in micro_batches:
+        # this process's examples of the step; the counts are the whole step's, over all processes
+        share = ctx.scale_out.step_share(micro_batches, config.micro_batch_size)
+        for batch in share.batches:
             with accelerator.autocast():
                 if config.loss_mean == "step":  # Σ token losses / the step's target tokens
-                    task_term = task_loss(model, batch, ctx.kind, reduction="sum") * (len(micro_batches) / step_tokens)
+                    task_term = task_loss(model, batch, ctx.kind, reduction="sum") * (share.micro_batches
+                                                                                       / share.target_tokens)
                 else:
                     task_term = task_loss(model, batch, ctx.kind)
                 # each term is this micro-batch's share times the number of micro-batches
@@ -194,9 +207,10 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
                     f"task {ctx.task}: loss is {loss.item()} at step {step} ({values}); "
                     "earlier tasks' results are kept in the run directory"
                 )
-            accelerator.backward(loss / len(micro_batches))
+            accelerator.backward(loss / share.micro_batches)
             for key, value in terms.items():
-                sums[key] = sums.get(key, 0.0) + value.item() / len(micro_batches)
+                sums[key] = sums.get(key, 0.0) + value.item() / share.micro_batches
+        sums = ctx.scale_out.all_reduce_step(trainable, sums, share)  # the global gradient, on every process
         if config.threshold_grad == "authors":
             for parameter in trainable:
                 if parameter.grad is None:
