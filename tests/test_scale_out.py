@@ -1,10 +1,10 @@
 """Data-parallel training and evaluation (issue 14): `accelerate launch` on two CPU processes (gloo)
 gives what one process gives, and a two-process run killed with SIGKILL resumes to the same result.
 
-The two-process runs go through the user-facing path, `accelerate launch --multi_gpu
---num_processes 2 -m jumplora run ...` (on a machine without GPUs, accelerate's `--multi_gpu`
-starts torchrun and each process joins a gloo group; its `--cpu` flag alone starts one process
-unless mpirun is installed). The first tests check the pieces in one process: each step's
+The two-process runs go through the user-facing path, `accelerate launch --config_file
+configs/accelerate/cpu-2proc.yaml -m jumplora run ...` (MULTI_GPU: accelerate starts torchrun, and
+without a GPU each process joins a gloo group; its `--cpu` flag alone starts one process unless
+mpirun is installed). The first tests check the pieces in one process: each step's
 examples are shared out without loss or duplication, and the per-process losses and gradients
 add up to the one-process ones.
 
@@ -71,10 +71,10 @@ def flags(values: dict) -> list[str]:
     return [item for key, value in values.items() for item in (f"--{key.replace('_', '-')}", str(value))]
 
 
-def launch_command(values: dict, processes: int = 2) -> list[str]:
-    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
-            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "-m", "jumplora", "run", *flags(values)]
+def launch_command(values: dict) -> list[str]:
+    """`accelerate launch --config_file configs/accelerate/cpu-2proc.yaml -m jumplora run ...`"""
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+            str(ROOT / "configs" / "accelerate" / "cpu-2proc.yaml"), "-m", "jumplora", "run", *flags(values)]
 
 
 def launch_env() -> dict:
@@ -274,6 +274,19 @@ def test_a_deepspeed_or_fsdp_accelerate_config_runs_as_plain_data_parallel(monke
     assert accelerator.distributed_type.value == "NO"
     assert any("DeepSpeed" in str(w.message) for w in caught)
     assert os.environ["ACCELERATE_USE_DEEPSPEED"] == "true"  # the environment is left as it was
+
+
+def test_the_shipped_accelerate_configs_are_what_their_names_say():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    folder = ROOT / "configs" / "accelerate"
+    expected = {"ddp-8gpu.yaml": ("MULTI_GPU", 8), "deepspeed-zero2-8gpu.yaml": ("DEEPSPEED", 8),
+                "cpu-2proc.yaml": ("MULTI_GPU", 2)}
+    assert sorted(p.name for p in folder.glob("*.yaml")) == sorted(expected)
+    for name, (kind, processes) in expected.items():
+        config = load_config_from_file(str(folder / name))
+        assert (config.distributed_type.value, config.num_processes) == (kind, processes), name
+    assert load_config_from_file(str(folder / "deepspeed-zero2-8gpu.yaml")).deepspeed_config["zero_stage"] == 2
 
 
 # -- two processes through accelerate launch ----------------------------------------------------------------
