@@ -115,7 +115,8 @@ def assert_same_run(two: Path, one: Path, loss_rtol: float, update_atol: float |
         assert a["thresholds"] == pytest.approx(b["thresholds"], rel=1e-4)
     assert (two / "accuracy_matrix.csv").read_text() == (one / "accuracy_matrix.csv").read_text()
     steps_two, steps_one = losses(two), losses(one)
-    assert [(r["task"], r["step"], sorted(r)) for r in steps_two] == [(r["task"], r["step"], sorted(r)) for r in steps_one]
+    keys = [[(r["task"], r["step"], sorted(r)) for r in steps] for steps in (steps_two, steps_one)]
+    assert keys[0] == keys[1]
     for a, b in zip(steps_two, steps_one):
         for key in ("loss", "task_loss", "ewc_penalty", "ella_penalty"):
             if key in b:

@@ -25,7 +25,8 @@ from jumplora.rundir.supports import CompactUpdate, compact, load_supports, save
 from jumplora.rundir.writer import FollowerRunDirectory, Resume, RunDirectory, data_summary, file_digests
 
 __all__ = [
-    "CompactUpdate", "FollowerRunDirectory", "Removal", "Resume", "Run", "RunDirectory", "RunDirectoryWarning", "RunWarning", "Stage",
+    "CompactUpdate", "FollowerRunDirectory", "Removal", "Resume", "Run", "RunDirectory", "RunDirectoryWarning",
+    "RunWarning", "Stage",
     "State", "TaskRecord", "atomic_save_safetensors", "atomic_write", "atomic_write_json", "atomic_write_text", "compact",
     "data_summary", "file_digests", "find_single_run", "is_removal_directory", "is_run_directory", "load_removal",
     "load_run", "load_runs", "load_supports", "save_supports", "write_removal",

@@ -429,4 +429,5 @@ def same_value(value: Any, key: str = "") -> Any:
     return value
 
 
-__all__ = ["FollowerRunDirectory", "Resume", "RunDirectory", "atomic_torch_save", "data_summary", "environment", "file_digests"]
+__all__ = ["FollowerRunDirectory", "Resume", "RunDirectory", "atomic_torch_save", "data_summary", "environment",
+           "file_digests"]
