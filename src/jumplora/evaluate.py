@@ -308,6 +308,18 @@ def _in_order(values: dict[int, str]) -> list[str]:
     return [values[i] for i in sorted(values)]
 
 
+def _merge(parts: Sequence[tuple[dict, ...]]) -> tuple[dict, ...]:
+    """Per-example outcomes of several processes as one: each field's dicts joined by example index."""
+    merged: tuple[dict, ...] = tuple({} for _ in parts[0])
+    for part in parts:
+        for i in part[0]:
+            if i in merged[0]:
+                raise ValueError(f"evaluation batches repeat example index {i}")
+        for into, values in zip(merged, part):
+            into.update(values)
+    return merged
+
+
 def evaluate_task(
     model,
     tokenizer,
@@ -321,6 +333,7 @@ def evaluate_task(
     *,
     max_new_tokens: int | None = None,
     answer_match: str = "no-punct",
+    gather=None,
 ) -> EvalResult:
     """Accuracy (percent) of `model` on the prompt `batches` of one task.
 
@@ -334,6 +347,10 @@ def evaluate_task(
     `torch.no_grad()` (not inference mode, whose tensors could leak into later training through
     module caches); its training flag is restored afterwards. Predictions and references come back
     sorted by `index`, i.e. in the original example order.
+
+    `gather` (data-parallel evaluation, `jumplora.distributed.ScaleOut.gather`) takes this call's
+    per-example outcomes and returns every process's: each process evaluates its share of the
+    batches, and the accuracies are computed once from all examples (an index seen twice is refused).
     """
     check_kind(kind)
     if mode not in MODES:
@@ -361,8 +378,8 @@ def evaluate_task(
     generated: dict[int, str] = {}
     ranked: dict[int, str] = {}
     correct: dict[int, bool] = {}
+    rank_hits: dict[int, bool] = {}
     references: dict[int, str] = {}
-    hits_gen = hits_rank = hits_gen_labelled = hits_rank_labelled = n_labelled = 0
 
     was_training = model.training
     model.eval()
@@ -383,31 +400,32 @@ def evaluate_task(
                         raise ValueError(f"evaluation batches repeat example index {i}")
                     references[i] = ref
                 keys = [norm(ref) for ref in refs]
-                labelled = [key in label_set for key in keys]
-                n_labelled += sum(labelled)
                 if generate:
                     answers = generate_answers(model, tokenizer, kind, input_ids, attention_mask,
                                                budget)
-                    for i, key, known, answer in zip(index, keys, labelled, answers):
+                    for i, key, answer in zip(index, keys, answers):
                         generated[i] = answer
-                        hit = bool(key) and norm(answer) == key
-                        correct[i] = hit
-                        hits_gen += hit
-                        hits_gen_labelled += hit and known
+                        correct[i] = bool(key) and norm(answer) == key
                 if rank:
                     scores = label_scores(model, kind, input_ids, attention_mask, label_ids,
                                           pad_id=pad)
                     best = scores.argmax(dim=-1).tolist()
-                    for i, key, known, b in zip(index, keys, labelled, best):
+                    for i, key, b in zip(index, keys, best):
                         ranked[i] = labels[b]
-                        hit = known and normalized_labels[b] == key
+                        rank_hits[i] = key in label_set and normalized_labels[b] == key
                         if not generate:
-                            correct[i] = hit
-                        hits_rank += hit
-                        hits_rank_labelled += hit
+                            correct[i] = rank_hits[i]
     finally:
         model.train(was_training)
 
+    if gather is not None:
+        references, generated, ranked, correct, rank_hits = _merge(
+            gather((references, generated, ranked, correct, rank_hits)))
+    labelled = {i: norm(ref) in label_set for i, ref in references.items()}
+    n_labelled = sum(labelled.values())
+    hits_gen = sum(correct.values()) if generate else 0
+    hits_gen_labelled = sum(hit and labelled[i] for i, hit in correct.items()) if generate else 0
+    hits_rank = hits_rank_labelled = sum(rank_hits.values())  # a ranked hit is always labelled
     n = len(references)
     if n == 0:
         raise ValueError("evaluation: no examples (the batches are empty)")

@@ -19,6 +19,7 @@ from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_tasks, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
 from jumplora.device import check_precision, make_accelerator
+from jumplora.distributed import ScaleOut
 from jumplora.errors import RunDirectoryError, TrainingError
 from jumplora.evaluate import EvalResult, evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
@@ -26,7 +27,7 @@ from jumplora.methods import Method, StageRunner, TaskContext, TrainedStage, bui
 from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
 from jumplora.results import RunResult, final_metrics, matrix_files
-from jumplora.rundir import Resume, RunDirectory, TaskRecord, data_summary, find_single_run
+from jumplora.rundir import FollowerRunDirectory, Resume, RunDirectory, TaskRecord, data_summary, find_single_run
 from jumplora.rundir.extension import prepare_extension
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
@@ -36,7 +37,9 @@ from jumplora.targets import find_target_linears
 def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunResult:
     """Train `config.method` on the task order, evaluating after every stage; resumable.
 
-    `loaded` skips loading `config.model`: tests and notebooks pass a model they built.
+    `loaded` skips loading `config.model`: tests and notebooks pass a model they built. Under
+    `accelerate launch` every process runs this; they share each step's examples and each
+    evaluation, and only the main one writes (`jumplora.distributed`).
     """
     tasks = config.task_list
     check_precision(config)
@@ -44,9 +47,13 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
     method = build_method(config)
     stages = method.stages(tasks)
-    if config.continue_from:  # a new extension starts as a copy of its source's finished stages, then resumes
-        prepare_extension(config, stages)
-    run = RunDirectory.open(config, tasks, stages)
+    accelerator = make_accelerator(config)  # under a launcher: joins the process group
+    scale_out = ScaleOut.current()
+    config = scale_out.quiet(config)  # one progress display, one TensorBoard log
+    with scale_out.main_first():  # the main process creates or checks it; the others then read what it holds
+        if config.continue_from and scale_out.is_main:  # an extension starts as a copy of its source's stages
+            prepare_extension(config, stages)
+        run = (RunDirectory if scale_out.is_main else FollowerRunDirectory).open(config, tasks, stages)
     if run.finished:  # read, never written: nothing is loaded or trained
         matrix, metrics = run.finished_result()
         return RunResult(run.path, tasks, matrix, metrics, already_finished=True)
@@ -60,7 +67,6 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     run.begin_attempt()
 
     memory.configure_allocator()
-    accelerator = make_accelerator(config)
     held_dtype = compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
     if loaded is None:
         loaded = load_model(config.model, kind=config.model_kind, progress=config.progress)
@@ -108,8 +114,9 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         del runner, trained, train_batches, steps
         memory.release_memory()  # the next stage's batches have other shapes: start from a trimmed heap
 
-    metrics = final_metrics(run, config, matrices)
-    run.finish(metrics)
+    with scale_out.main_first():  # the others read the metrics once the main process has written them
+        metrics = final_metrics(run, config, matrices) if scale_out.is_main else run.finished_result()[1]
+        run.finish(metrics)
     logger.close()
     return RunResult(run.path, tasks, matrices[ACCURACY], metrics)
 
@@ -122,6 +129,7 @@ class _LoopStage(StageRunner):
                  accelerator, logger: Logger, run: RunDirectory, held_dtype: torch.dtype | None = None):
         self.index, self.name, self.task_index, self.seen, self.run = index, stage_name(stage), row, seen, run
         self.held_dtype = held_dtype  # the frozen weights' dtype while training and validating (compute_dtype.py)
+        self.scale_out = ScaleOut.current()
         self.model, self.tokenizer, self.kind = loaded
         self.train_batches, self.steps, self.data, self.targets = train_batches, steps, data, targets
         self.method, self.config, self.accelerator, self.logger = method, method.config, accelerator, logger
@@ -133,13 +141,14 @@ class _LoopStage(StageRunner):
         return TaskContext(
             model=model, config=self.config, kind=kind, task=self.name, task_index=self.task_index,
             adapters=adapters, schedule=self.schedule, steps=self.steps, train_batches=self.train_batches,
-            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind),
+            compute_loss=lambda batch: _autocast_loss(accelerator, model, batch, kind), scale_out=self.scale_out,
         )
 
     def train(self) -> TrainedStage:
         # every pass starts from the stage's own seed: a resumed run draws what an uninterrupted one did
         torch.manual_seed(task_seed(self.config.seed, self.name, "adapter"))
         adapters = inject_adapters(self.model, self.method.adapter_config(self.targets))
+        self.scale_out.seed_process(task_seed(self.config.seed, self.name, "process"))  # A alike, dropout not
         ctx = self._context(adapters)
         self.method.before_task(ctx)
         with frozen_weights_in(self.model, self.held_dtype):
@@ -177,14 +186,17 @@ def data_protocol(config: RunConfig) -> DataProtocol:
 
 def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accelerator,
                 split: str = "test") -> EvalResult:
-    """One task's test split (or `split`) evaluated as the run evaluates it after every stage."""
+    """One task's test split (or `split`) evaluated as the run evaluates it after every stage; under
+    several processes each evaluates its share of the batches and all get the accuracy of the whole split."""
+    scale_out = ScaleOut.current()
+    batches = make_eval_batches(task_data.split(split), task_data, tokenizer, kind, config.eval_batch_size,
+                                config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style)
     return evaluate_task(
-        model, tokenizer, kind,
-        make_eval_batches(task_data.split(split), task_data, tokenizer, kind, config.eval_batch_size,
-                          config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style),
+        model, tokenizer, kind, scale_out.shard(batches),
         label_token_ids(task_data, tokenizer, kind, config.max_target_tokens),
         mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
         labels=task_data.labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
+        gather=scale_out.gather if scale_out.active else None,
     )
 
 
@@ -255,13 +267,15 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
     step; with `fold="per-step"` the gated layers fold their weight once too (adapter.py), and both
     go back into A, B and τ in one backward after the micro-batches (`AdapterSet.finish_step`).
     """
-    config, adapters, n = ctx.config, ctx.adapters, len(micro_batches)
+    config, adapters, scale_out = ctx.config, ctx.adapters, ctx.scale_out
+    # this process's examples of the step; the counts are the whole step's, over all processes
+    share = scale_out.step_share(micro_batches, config.micro_batch_size)
+    n, step_tokens = share.micro_batches, share.target_tokens
     per_step_fold = config.fold == "per-step"
     if per_step_fold:
         adapters.begin_step(compute_dtype(accelerator))
     task_sum = 0.0
-    step_tokens = sum(batch["target_tokens"] for batch in micro_batches)  # counted by make_train_batches
-    for batch in micro_batches:
+    for batch in share.batches:
         with accelerator.autocast():
             if config.loss_mean == "step":  # Σ token losses / the step's target tokens
                 task_term = task_loss(ctx.model, batch, ctx.kind, reduction="sum") * (n / step_tokens)
@@ -275,17 +289,30 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
     with accelerator.autocast():
         terms = method.loss_terms(ctx)
     _check_loss(terms, ctx.task, ctx.step)
-    adapters.finish_step(sum(terms.values()) if terms else None)
+    # every process computes the terms; each sends back its 1/world part, summed by the all-reduce.
+    # fp16: accelerator.backward scaled the task loss by the GradScaler's factor; the terms go back
+    # through autograd directly, so they are scaled alike here and everything is unscaled below
+    scaler = getattr(accelerator, "scaler", None)
+    loss_scale = scaler.get_scale() if scaler is not None else 1.0
+    adapters.finish_step(sum(terms.values()) * (loss_scale / scale_out.world) if terms else None)
+    sums = {"task_loss": task_sum, **{key: value.item() / scale_out.world for key, value in terms.items()}}
+    sums = scale_out.all_reduce_step(trainable, sums, share)  # the global gradient, on every process
     if config.threshold_grad == "authors":
         for parameter in trainable:
             if parameter.grad is None:
                 parameter.grad = torch.zeros_like(parameter)
+    if scaler is not None:
+        scaler.unscale_(optimizer)  # clipping and AdamW see the true gradient
     if config.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(trainable, config.max_grad_norm)
-    _optimiser_step(optimizer, ctx.task, ctx.step)
+    if scaler is not None:
+        scaler.step(optimizer)  # skipped (and the scale lowered) when the fp16 gradient overflowed
+        scaler.update()
+    else:
+        _optimiser_step(optimizer, ctx.task, ctx.step)
     _check_finite(trainable, ctx.task, ctx.step)
     optimizer.zero_grad(set_to_none=True)
-    return {"task_loss": task_sum, **{key: value.item() for key, value in terms.items()}}
+    return sums
 
 
 def compute_dtype(accelerator) -> torch.dtype | None:

@@ -56,12 +56,15 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from jumplora.distributed import ScaleOut
     from jumplora.train import run_continual
 
     config = config_from_args(args)
     with warnings.catch_warnings():
         warnings.showwarning = _show_warning
         result = run_continual(config)
+    if not ScaleOut.current().is_main:  # under accelerate launch: the main process prints the result
+        return 0
     if result.already_finished:
         print(f"{result.run_dir} is finished; nothing was changed. Its result:")
     print(format_result(result))

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from jumplora.config import RunConfig
+from jumplora.distributed import ScaleOut
 from jumplora.injection import AdapterConfig, AdapterSet
 from jumplora.schedule import JumpSchedule
 from jumplora.updates import TaskUpdate
@@ -44,6 +45,7 @@ class TaskContext:
     train_batches: list[dict]  # every training micro-batch of the stage, for estimates (EWC's Fisher)
     compute_loss: Callable[[dict], torch.Tensor]  # a micro-batch's task loss, under the run's autocast
     step: int = 0  # the optimiser step under way
+    scale_out: ScaleOut = ScaleOut()  # this process among the run's (data-parallel: jumplora.distributed)
 
 
 @dataclass

@@ -5,7 +5,9 @@
 The base weights are frozen at θ* (the weights after the previous task), so θ − θ* is the
 current adapter's effective update β·ΔW (β·ΔW_interp for JumpLoRA). F is the diagonal empirical
 Fisher of the adapted matrices, summed over past tasks (online EWC without decay), estimated after
-each task from squared gradients of the task loss on up to `ewc_fisher_batches` training batches.
+each task from squared gradients of the task loss on up to `ewc_fisher_batches` training batches
+(in a data-parallel run each process takes its share of those batches and the sums are all-reduced,
+so every process holds the one-process estimate).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ class EWC(Method):
         batches = ctx.train_batches[: self.config.ewc_fisher_batches]
         squares = {name: torch.zeros_like(w) for name, w in weights.items()}
         try:
-            for batch in batches:
+            for batch in ctx.scale_out.shard(batches):
                 ctx.model.zero_grad(set_to_none=True)
                 ctx.compute_loss(batch).backward()
                 for name, weight in weights.items():
@@ -52,6 +54,7 @@ class EWC(Method):
             for weight in weights.values():
                 weight.requires_grad_(False)
                 weight.grad = None
+        ctx.scale_out.all_reduce_sum_(list(squares.values()))
         for name, square in squares.items():
             fisher = square / max(len(batches), 1)
             self.fisher[name] = self.fisher[name] + fisher if name in self.fisher else fisher

@@ -7,7 +7,8 @@ file of a run directory.
 - `formats`: how each file is written and parsed (state.json, the accuracy CSV, losses.jsonl, the
   task records); the atomic writer itself is `jumplora.atomic`, a leaf module (the default model's
   conversion and the update files use it too), re-exported here;
-- `writer`: `RunDirectory`, what `jumplora.train` writes, resumes and checks;
+- `writer`: `RunDirectory`, what `jumplora.train` writes, resumes and checks (`FollowerRunDirectory`:
+  the same read by the other processes of a data-parallel run, which write nothing);
 - `single`: `find_single_run`, the neighbouring `single` run that gives FWT its a_0,i;
 - `supports`: the compact form of an update (`supports/`);
 - `reader`: `load_run`, a finished or unfinished run as the analyses read it;
@@ -21,10 +22,11 @@ from jumplora.rundir.reader import Run, RunWarning, Stage, load_run, load_runs
 from jumplora.rundir.removal import Removal, load_removal, write_removal
 from jumplora.rundir.single import RunDirectoryWarning, find_single_run
 from jumplora.rundir.supports import CompactUpdate, compact, load_supports, save_supports
-from jumplora.rundir.writer import Resume, RunDirectory, data_summary, file_digests
+from jumplora.rundir.writer import FollowerRunDirectory, Resume, RunDirectory, data_summary, file_digests
 
 __all__ = [
-    "CompactUpdate", "Removal", "Resume", "Run", "RunDirectory", "RunDirectoryWarning", "RunWarning", "Stage",
+    "CompactUpdate", "FollowerRunDirectory", "Removal", "Resume", "Run", "RunDirectory", "RunDirectoryWarning",
+    "RunWarning", "Stage",
     "State", "TaskRecord", "atomic_save_safetensors", "atomic_write", "atomic_write_json", "atomic_write_text", "compact",
     "data_summary", "file_digests", "find_single_run", "is_removal_directory", "is_run_directory", "load_removal",
     "load_run", "load_runs", "load_supports", "save_supports", "write_removal",

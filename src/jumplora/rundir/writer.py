@@ -356,6 +356,51 @@ class RunDirectory:
         atomic_write_json(path, summary)
 
 
+class FollowerRunDirectory(RunDirectory):
+    """The run directory as a process other than the main one sees it in a data-parallel run
+    (`jumplora.distributed`): opened once the main process has created or checked it, it reads what
+    that process wrote (the state to resume from, the finished stages) and writes nothing."""
+
+    @classmethod
+    def open(cls, config: RunConfig, tasks: list[str], stages: list[list[str]]) -> "FollowerRunDirectory":
+        path = config.run_dir
+        if not (path / layout.STATE).is_file():
+            raise RunDirectoryError(f"{path / layout.STATE} is missing: the main process did not open the run "
+                                    "directory before this one")
+        return cls(path, config, tasks, stages)
+
+    # every way RunDirectory writes or deletes, made a no-op
+    def begin_attempt(self) -> None:
+        pass
+
+    def mark_completed(self, count: int, finished: bool = False) -> None:
+        pass
+
+    def record_data(self, summary: dict) -> None:
+        pass
+
+    def save_stage(self, index, update, method_state, matrices, losses, record) -> None:
+        pass
+
+    def finish(self, metrics: dict) -> None:
+        pass
+
+    def save_method_state(self, index: int, state: dict) -> None:
+        pass
+
+    def remove_obsolete_method_states(self, index: int) -> None:
+        pass
+
+    def remove_temporary_files(self) -> None:
+        pass
+
+    def write_accuracy_matrix(self, matrix, name: str = layout.ACCURACY) -> None:
+        pass
+
+    def append_losses(self, records, finished) -> None:
+        pass
+
+
 def _refuse_a_file_in_the_way(path: Path) -> None:
     for folder in (path, *path.parents):
         if folder.exists():
@@ -419,4 +464,5 @@ def same_value(value: Any, key: str = "") -> Any:
     return value
 
 
-__all__ = ["Resume", "RunDirectory", "atomic_torch_save", "data_summary", "environment", "file_digests"]
+__all__ = ["FollowerRunDirectory", "Resume", "RunDirectory", "atomic_torch_save", "data_summary", "environment",
+           "file_digests"]
