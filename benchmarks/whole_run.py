@@ -54,6 +54,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="append", required=True, help="NAME=SRC_DIR (repeatable)")
     parser.add_argument("--output", action="append", default=[], help="NAME=RUN_DIR (default results/bench-whole-run/NAME)")
+    parser.add_argument("--env", action="append", default=[], help="NAME=VAR=VALUE: an environment variable for one "
+                        "version only (repeatable)")
     parser.add_argument("--method", default="jumplora")
     parser.add_argument("--order", default="1")
     parser.add_argument("--seed", default="43")
@@ -65,7 +67,8 @@ def main() -> None:
     outputs = {name: _pairs(args.output, "output").get(name, f"results/bench-whole-run/{name}") for name in versions}
     processes = {}
     for name, src in versions.items():
-        env = {**os.environ, "PYTHONPATH": str(Path(src).resolve()), "OMP_NUM_THREADS": str(args.threads)}
+        extra = dict(e.split("=", 2)[1:] for e in args.env if e.split("=", 1)[0] == name)
+        env = {**os.environ, **extra, "PYTHONPATH": str(Path(src).resolve()), "OMP_NUM_THREADS": str(args.threads)}
         log = open(Path(args.out).with_name(f"whole_run-{name}.log"), "a")
         command = [str(ROOT / ".venv" / "bin" / "jumplora"), "run", "--config", PRESET, "--method", args.method,
                    "--order", args.order, "--seed", args.seed, "--output-dir", outputs[name], "--progress", "false"]
@@ -91,7 +94,8 @@ def main() -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").is_file() else {}
         stages = sorted((run_dir / "tasks").glob("*.json"))
         summary["runs"][name] = {
-            "src": versions[name], "exit_code": process.returncode, "output_dir": outputs[name],
+            "src": versions[name], "env": dict(e.split("=", 2)[1:] for e in args.env if e.split("=", 1)[0] == name),
+            "exit_code": process.returncode, "output_dir": outputs[name],
             "process_seconds": round(time.time() - began, 1), "wall_time_s": metrics.get("wall_time_s"),
             "stage_wall_time_s": {p.stem: json.loads(p.read_text()).get("wall_time_s") for p in stages},
             "OA": metrics.get("OA"), "BWT": metrics.get("BWT"),
