@@ -2,7 +2,10 @@
 """Evaluation: seconds per example of jumplora's greedy generation against one prompt forward.
 
 On the reproduction preset's real test prompts (the authors' prompt, batches of 32 sorted by length
-over the task's test set), for the model as evaluated after a merge (SmolLM2-135M, bf16 autocast):
+over the task's test set), for the model as a run evaluates it after a merge (SmolLM2-135M, bf16
+autocast): `--run DIR` takes a finished run's model after its last task (`jumplora.export.model_after`:
+trained answers end with EOS, so generation stops early as in a run); without it, the base model,
+whose answers run to the token budget (the worst case for generation).
 
     generate_fp32   `evaluate_task` as before issue 16: frozen weights fp32, autocast casts them at
                     every forward (the prompt's and each generated token's)
@@ -44,13 +47,18 @@ def main() -> None:
     parser.add_argument("--tasks", default="dbpedia,amazon,yahoo,agnews")
     parser.add_argument("--batches-per-task", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--run", default=None, help="a finished run whose final model is evaluated")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "eval_time.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     config = preset_config(method="jumplora")
     accelerator = make_accelerator(config)
-    loaded = load_model(config.model, progress=False)
+    if args.run:
+        from jumplora.export import model_after
+        loaded = model_after(args.run).loaded
+    else:
+        loaded = load_model(config.model, progress=False)
     model, tokenizer, kind = loaded.model.eval(), loaded.tokenizer, loaded.kind
     protocol = data_protocol(config)
 
@@ -90,7 +98,8 @@ def main() -> None:
                    "ratio_to_floor": sum(seconds[v]) / sum(seconds["floor"]),
                    "median_batch_ratio_to_floor": statistics.median(a / b for a, b in zip(seconds[v], seconds["floor"]))}
                for v in VARIANTS}
-    report = {"command": command_line(), "environment": environment(), "examples": examples, "batches": len(work),
+    report = {"command": command_line(), "environment": environment(), "model": args.run or config.model,
+              "examples": examples, "batches": len(work),
               "padding_share": 1 - real / slots, "results": results}
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)

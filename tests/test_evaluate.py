@@ -16,6 +16,7 @@ from jumplora.data import Example, get_task, label_token_ids, make_eval_batches
 from jumplora.evaluate import (
     EvalResult,
     evaluate_task,
+    generate_answers,
     generate_ids,
     generation_budget,
     label_scores,
@@ -412,3 +413,84 @@ def test_generation_budget_option(scripted):
     assert set(budgets) == {generation_budget(label_ids)} and generation_budget(label_ids) != 8
     with pytest.raises(ValueError, match="max_new_tokens"):
         run(max_new_tokens=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# jumplora.greedy: the loop behind stop="decided"
+
+
+def test_greedy_loop_generates_what_model_generate_does(loaded):
+    from jumplora.evaluate import _decoder_start_id
+    from jumplora.greedy import greedy_ids
+
+    budget = 12
+    examples = _examples()
+    (batch,) = _batches(loaded, examples, len(examples))
+    tok = loaded.tokenizer
+    with torch.no_grad():
+        want = generate_ids(loaded.model, tok, loaded.kind, batch["input_ids"], batch["attention_mask"], budget)
+        got = greedy_ids(loaded.model, loaded.kind, batch["input_ids"], batch["attention_mask"], budget,
+                         tok.eos_token_id, decoder_start=_decoder_start_id(loaded.model, tok.pad_token_id))
+    assert got == want
+    assert len({tuple(r) for r in want}) > 1
+
+
+def test_greedy_loop_stops_a_row_when_asked_and_the_others_go_on(loaded):
+    from jumplora.evaluate import _decoder_start_id
+    from jumplora.greedy import greedy_ids
+
+    examples = _examples()
+    (batch,) = _batches(loaded, examples, len(examples))
+    tok = loaded.tokenizer
+    args = (loaded.model, loaded.kind, batch["input_ids"], batch["attention_mask"], 10, tok.eos_token_id)
+    start = _decoder_start_id(loaded.model, tok.pad_token_id)
+    with torch.no_grad():
+        full = greedy_ids(*args, decoder_start=start)
+        cut = greedy_ids(*args, decoder_start=start, still_open=lambda row, ids: row != 0 or len(ids) < 2)
+    assert cut[0] == full[0][:2] and cut[1:] == full[1:]
+
+
+def _letters_only(loaded):
+    """A copy of the tiny model that can only say ASCII letters, spaces, full stops and EOS (the other
+    tokens' output rows zeroed, their logits 0 below the letters' best), so answers are text."""
+    import copy
+
+    model = copy.deepcopy(loaded.model)
+    tok = loaded.tokenizer
+    keep = [i for i in range(model.get_output_embeddings().weight.shape[0])
+            if i == tok.eos_token_id or (lambda t: len(t) == 1 and (t.isascii() and (t.isalpha() or t in " .")))(
+                tok.decode([i]))]
+    with torch.no_grad():
+        weight = model.get_output_embeddings().weight
+        dropped = torch.ones(weight.shape[0], dtype=torch.bool)
+        dropped[keep] = False
+        weight[dropped] = 0.0
+    return dataclasses.replace(loaded, model=model)
+
+
+@pytest.mark.parametrize("answer_match", ["authors", "no-punct"])
+def test_decided_stop_gives_the_same_outcome_per_example(loaded, answer_match):
+    loaded = _letters_only(loaded)
+    examples = _examples()
+    (batch,) = _batches(loaded, examples, len(examples))
+    label_ids = _label_ids(loaded)
+    with torch.no_grad():
+        answers = generate_answers(loaded.model, loaded.tokenizer, loaded.kind, batch["input_ids"],
+                                   batch["attention_mask"], 8)
+    # references: half of them the model's own answers (hits, some only after normalisation), the
+    # others a prefix of the answer (decided wrong after it) or a label word
+    refs = {}
+    for n, (i, answer) in enumerate(zip(batch["index"], answers)):
+        refs[i] = [answer.upper() + " ", answer[: max(1, len(answer) // 2)], "World", answer][n % 4]
+    relabelled = _examples([refs[i] for i in range(len(examples))])
+    (batch,) = _batches(loaded, relabelled, len(relabelled))
+    results = {stop: evaluate_task(loaded.model, loaded.tokenizer, loaded.kind, [batch], label_ids, labels=list(TASK.labels),
+                                   max_new_tokens=8, answer_match=answer_match, stop=stop)
+               for stop in ("eos", "decided")}
+    assert results["decided"].correct == results["eos"].correct
+    assert 0 < sum(results["eos"].correct) < len(examples)
+    # the wrong rows did stop early: their answers are cut where they left the reference
+    pairs = list(zip(results["decided"].predictions, results["eos"].predictions))
+    assert any(len(cut) < len(whole) and whole.startswith(cut) for cut, whole in pairs)
+    with pytest.raises(ValueError, match="unknown generation stop"):
+        evaluate_task(loaded.model, loaded.tokenizer, loaded.kind, [batch], label_ids, stop="early")

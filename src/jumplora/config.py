@@ -165,6 +165,9 @@ class RunConfig:
     fold: str = _opt(OUTPUT, "per-step", "JumpLoRA's gated weight W + beta*dW_interp: folded once per optimiser "
                      "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
                      choices=("per-step", "per-micro-batch"))
+    generation_stop: str = _opt(OUTPUT, "decided", "greedy evaluation: stop each row once its exact-match outcome "
+                                "is decided (jumplora.greedy; the same accuracy, wrong answers kept only up to where "
+                                "they went wrong) or at EOS / the budget (model.generate)", choices=("decided", "eos"))
     precision: str = _opt(SCALE, "bf16", "mixed precision for training and evaluation: bf16 autocast (also on "
                           "CPU), fp16 (GPU) or fp32", choices=("bf16", "fp16", "fp32"))
     # evaluation

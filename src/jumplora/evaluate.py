@@ -12,6 +12,9 @@ prompt).
   `answer_match="authors"` lower-cases and collapses white space (`normalize_authors`, the
   authors' ``" ".join(x.strip().lower().split())``), ``"no-punct"`` also removes punctuation and
   all white space (`normalize_answer`).
+  `stop="decided"` decodes with `jumplora.greedy`'s loop instead of `model.generate`, which stops
+  each row once its text can no longer match its reference: the same outcome per example, fewer
+  decoding steps (a wrong answer is then kept only up to where it went wrong).
 - ``"rank"``: every label's tokens (+ EOS) are scored by their summed log-probability given the
   prompt; the best-scoring label is the prediction.
 - ``"both"``: the two; `EvalResult.accuracy` is the generation accuracy and
@@ -33,9 +36,11 @@ from dataclasses import dataclass
 
 import torch
 
+from jumplora.greedy import greedy_ids
 from jumplora.tokens import check_kind, eos_id, pad_id
 
 MODES = ("generate", "rank", "both")
+STOPS = ("eos", "decided")  # generation: model.generate to EOS / the budget, or jumplora.greedy's early stop
 ANSWER_MATCH = ("authors", "no-punct")
 
 
@@ -182,6 +187,30 @@ def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
             row = row[: row.index(eos)]
         rows.append(row)
     return rows
+
+
+def _decided_answers(model, tokenizer, kind: str, input_ids, attention_mask, budget: int,
+                     keys: list[str], norm) -> list[str]:
+    """`generate_answers` with each row stopped once it can no longer match its normalised reference
+    (`jumplora.greedy`): the same correct / wrong outcome, the wrong answers cut where they went wrong.
+
+    A row stops when its text so far, normalised and without white space, is not a prefix of its
+    reference so normalised: a necessary condition of a match, since both normalisations map
+    character by character, and the decoder's clean-up of the final text only removes spaces. A
+    text ending in an incomplete character (U+FFFD) stays open.
+    """
+    squashed = ["".join(key.split()) for key in keys]
+
+    def still_open(row: int, ids: list[int]) -> bool:
+        text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+        return "\ufffd" in text or squashed[row].startswith("".join(norm(text).split()))
+
+    eos, pad = eos_id(tokenizer, model), pad_id(tokenizer, model)
+    if kind == "causal":
+        _check_left_padded(attention_mask)
+    rows = greedy_ids(model, kind, input_ids, attention_mask, budget, eos,
+                      decoder_start=_decoder_start_id(model, pad), still_open=still_open)
+    return tokenizer.batch_decode(rows, skip_special_tokens=True)
 
 
 def generate_answers(model, tokenizer, kind: str, input_ids, attention_mask,
@@ -334,6 +363,7 @@ def evaluate_task(
     max_new_tokens: int | None = None,
     answer_match: str = "no-punct",
     gather=None,
+    stop: str = "eos",
 ) -> EvalResult:
     """Accuracy (percent) of `model` on the prompt `batches` of one task.
 
@@ -355,6 +385,8 @@ def evaluate_task(
     check_kind(kind)
     if mode not in MODES:
         raise ValueError(f"unknown evaluation mode {mode!r}; expected one of {MODES}")
+    if stop not in STOPS:
+        raise ValueError(f"unknown generation stop {stop!r}; expected one of {STOPS}")
     label_ids = [list(ids) for ids in label_ids]
     eos, pad = eos_id(tokenizer, model), pad_id(tokenizer, model)
     if labels is None:
@@ -401,8 +433,12 @@ def evaluate_task(
                     references[i] = ref
                 keys = [norm(ref) for ref in refs]
                 if generate:
-                    answers = generate_answers(model, tokenizer, kind, input_ids, attention_mask,
-                                               budget)
+                    if stop == "decided":
+                        answers = _decided_answers(model, tokenizer, kind, input_ids, attention_mask, budget,
+                                                   keys, norm)
+                    else:
+                        answers = generate_answers(model, tokenizer, kind, input_ids, attention_mask,
+                                                   budget)
                     for i, key, answer in zip(index, keys, answers):
                         generated[i] = answer
                         correct[i] = bool(key) and norm(answer) == key

@@ -196,6 +196,7 @@ def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accel
         label_token_ids(task_data, tokenizer, kind, config.max_target_tokens),
         mode=config.eval_mode, device=accelerator.device, autocast=accelerator.autocast,
         labels=task_data.labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match,
+        stop=config.generation_stop,
         gather=scale_out.gather if scale_out.active else None,
     )
 
