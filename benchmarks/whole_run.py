@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--output", action="append", default=[], help="NAME=RUN_DIR (default results/bench-whole-run/NAME)")
     parser.add_argument("--env", action="append", default=[], help="NAME=VAR=VALUE: an environment variable for one "
                         "version only (repeatable)")
+    parser.add_argument("--args", action="append", default=[], help="NAME=ARGS: extra `jumplora run` arguments for "
+                        "one version (repeatable), e.g. 'cap-off=--max-micro-batch-tokens none'")
     parser.add_argument("--method", default="jumplora")
     parser.add_argument("--order", default="1")
     parser.add_argument("--seed", default="43")
@@ -72,6 +74,7 @@ def main() -> None:
         log = open(Path(args.out).with_name(f"whole_run-{name}.log"), "a")
         command = [str(ROOT / ".venv" / "bin" / "jumplora"), "run", "--config", PRESET, "--method", args.method,
                    "--order", args.order, "--seed", args.seed, "--output-dir", outputs[name], "--progress", "false"]
+        command += [a for e in args.args if e.split("=", 1)[0] == name for a in e.split("=", 1)[1].split()]
         processes[name] = (subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), time.time())
     series = open(f"{args.out}.csv", "w")
     series.write("seconds,version,rss_mb\n")

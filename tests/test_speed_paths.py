@@ -130,3 +130,31 @@ def test_a_run_on_the_speed_paths_equals_the_plain_one(tmp_path, kind, precision
         assert got.get("ella_penalty", 0.0) == pytest.approx(want.get("ella_penalty", 0.0), rel=1e-3, abs=1e-9)
         assert got.get("thresholds") == pytest.approx(want.get("thresholds"), rel=1e-4)
     assert (fast / "accuracy_matrix.csv").read_text() == (plain / "accuracy_matrix.csv").read_text()
+
+
+def test_a_token_cap_cuts_long_micro_batches_within_their_step():
+    from jumplora.data.batches import _random_groups
+
+    lengths = [10 + 7 * (i % 13) for i in range(40)]
+    order = list(range(40))
+    plain = _random_groups(order, lengths, 8, 16)
+    capped = _random_groups(order, lengths, 8, 16, max_tokens=200)
+    assert len(capped) > len(plain)
+    for step in {s for s, _ in plain}:  # the same examples in every step, each once
+        assert sorted(i for s, g in capped if s == step for i in g) == sorted(i for s, g in plain if s == step for i in g)
+    assert all(len(g) * max(lengths[i] for i in g) <= 200 or len(g) == 1 for _, g in capped)
+    assert _random_groups(order, lengths, 8, 16, max_tokens=10**6) == plain
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_cut_micro_batches_give_the_same_run(tmp_path, kind):
+    runs = {}
+    for cap in (None, 40):
+        run_dir, _, _ = tiny_run(tmp_path / f"cap-{cap}", kind, method="jumplora+ella", precision="fp32",
+                                 max_micro_batch_tokens=cap)
+        runs[cap] = run_dir
+    whole, cut = _losses(runs[None]), _losses(runs[40])
+    assert len(whole) == len(cut) > 2
+    for got, want in zip(cut, whole):
+        assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), (got["task"], got["step"])
+    assert (runs[40] / "accuracy_matrix.csv").read_text() == (runs[None] / "accuracy_matrix.csv").read_text()

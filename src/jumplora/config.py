@@ -165,6 +165,10 @@ class RunConfig:
     fold: str = _opt(OUTPUT, "per-step", "JumpLoRA's gated weight W + beta*dW_interp: folded once per optimiser "
                      "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
                      choices=("per-step", "per-micro-batch"))
+    max_micro_batch_tokens: int | None = _opt(OUTPUT, 2048, "cut a training micro-batch whose padded tokens "
+                                              "(examples x longest) exceed this into smaller ones of the same step "
+                                              "(random batching and the step loss mean: the same loss and gradient); "
+                                              "bounds the memory of the longest texts; unset: never cut")
     generation_stop: str = _opt(OUTPUT, "decided", "greedy evaluation: stop each row once its exact-match outcome "
                                 "is decided (jumplora.greedy; the same accuracy, wrong answers kept only up to where "
                                 "they went wrong) or at EOS / the budget (model.generate)", choices=("decided", "eos"))
@@ -302,6 +306,8 @@ def _field_types() -> dict[str, Any]:
 def _typed(name: str, hint: Any, value: Any) -> Any:
     optional = isinstance(hint, types.UnionType) and type(None) in typing.get_args(hint)
     base = next(a for a in typing.get_args(hint) if a is not type(None)) if optional else hint
+    if optional and isinstance(value, str) and value.strip().lower() in ("none", "null"):
+        value = None  # `--max-input-tokens none` on the command line, as `null` in YAML
     if value is None:
         if optional:
             return None
@@ -406,6 +412,7 @@ _RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "val_per_class": _at_least(0),
     "test_per_class": _at_least(1),
     "max_input_tokens": _at_least(1),
+    "max_micro_batch_tokens": _at_least(1),
     "max_target_tokens": _at_least(1),
     "rank": _at_least(1),
     "alpha": _POSITIVE,

@@ -426,6 +426,8 @@ def _stage_batches(stage: list[str], data: dict, tokenizer, kind: str, config: R
                 config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style,
                 max_target_tokens=config.max_target_tokens, batching=config.batching,
                 step_batch_size=config.batch_size, epoch=epoch if config.batching == "random" else 0,
+                # a cut micro-batch changes nothing only where the loss is the step's token mean
+                max_tokens=config.max_micro_batch_tokens if config.loss_mean == "step" else None,
             )
             epoch_batches.extend({**b, "step": b["step"] + next_step} for b in made)
             next_step += 1 + max((b["step"] for b in made), default=-1)
