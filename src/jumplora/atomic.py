@@ -13,6 +13,8 @@ import contextlib
 import errno
 import json
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -119,6 +121,23 @@ def _commit(tmp: Path, path: Path) -> None:
             os.close(folder)
 
 
+@contextlib.contextmanager
+def folder_built_aside(path: Path, fail: Callable[[str], Exception]):
+    """A temporary folder beside `path` to build a whole folder in; on a clean exit it replaces
+    `path` (absent or empty) in one rename: all of it or nothing. An OSError on the way becomes
+    `fail(reason)`; the temporary folder never stays behind."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        _commit(tmp, path)
+    except OSError as error:
+        raise fail(error.strerror or str(error)) from None
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def _fsync(path: Path) -> None:
     with open(path, "rb+") as handle:
         os.fsync(handle.fileno())
@@ -141,5 +160,5 @@ def _explain(path: Path, error: OSError) -> str:
     return f"cannot write {path}: {reason}" + (f"; {hint}" if hint else "")
 
 
-__all__ = ["FILE_MODE", "atomic_write", "atomic_write_json", "atomic_write_text", "atomic_save_safetensors",
+__all__ = ["FILE_MODE", "atomic_write", "folder_built_aside", "atomic_write_json", "atomic_write_text", "atomic_save_safetensors",
            "is_temporary", "temporary_path"]

@@ -14,12 +14,10 @@ refused, never written into.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from jumplora.atomic import atomic_write_json
+from jumplora.atomic import atomic_write_json, folder_built_aside
 from jumplora.errors import UserError
 from jumplora.models import LoadedModel, load_model, progress_bars
 from jumplora.rundir import Run, load_run
@@ -113,9 +111,7 @@ def export_model(run: Run | str | os.PathLike, out: str | os.PathLike, task: str
     if Path(run.path).resolve() == out.resolve() or Path(run.path).resolve() in out.resolve().parents:
         raise UserError(f"--out {out} is inside the run directory {run.path}; choose another folder")
     rebuilt = model_after(run, task, loaded)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with folder_built_aside(out, lambda reason: UserError(f"cannot write --out {out}: {reason}")) as tmp:
         model, tokenizer = rebuilt.loaded.model, rebuilt.loaded.tokenizer
         with progress_bars(False):
             model.save_pretrained(tmp, safe_serialization=True)
@@ -124,13 +120,7 @@ def export_model(run: Run | str | os.PathLike, out: str | os.PathLike, task: str
             "source_run": str(Path(run.path).resolve()), "method": run.method, "base_model": str(run.config["model"]),
             "after_task": rebuilt.task, "updates_applied": [run.stages[i].name for i in rebuilt.applied],
         })
-        check_free(out)  # again: something may have appeared meanwhile
-        os.replace(tmp, out)  # a folder's rename: all of it or nothing; an empty `out` is replaced
-    except OSError as error:
-        raise UserError(f"cannot write --out {out}: {error.strerror or error}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        check_free(out)  # again: something may have appeared meanwhile; an empty `out` is replaced
     return out
 
 

@@ -17,12 +17,11 @@ from __future__ import annotations
 import math
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, is_temporary
+from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, folder_built_aside, is_temporary
 from jumplora.config import RESULT_AFFECTING, RunConfig, with_legacy_values
 from jumplora.ella_lambdas import lambdas_for
 from jumplora.errors import ConfigError
@@ -135,9 +134,8 @@ def copy_finished_stages(config: RunConfig, source: Source, stages: list[list[st
     """Make `config.run_dir` the source's finished stages under the full order, not yet finished."""
     path, src, tasks = config.run_dir, source.path, config.task_list
     done = len(source.run.stages)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    try:
+    fail = lambda reason: ConfigError(f"cannot create --output-dir {path}: {reason}")  # noqa: E731
+    with folder_built_aside(path, fail) as tmp:  # an empty `path` is replaced
         for index, stage in enumerate(source.run.stages):
             _copy(layout.task_record_path(src, index, stage.name), layout.task_record_path(tmp, index, stage.name))
             _copy(layout.update_path(src, index, stage.name), layout.update_path(tmp, index, stage.name))
@@ -151,13 +149,6 @@ def copy_finished_stages(config: RunConfig, source: Source, stages: list[list[st
             atomic_write_text(tmp / name, format_accuracy(tasks, padded))
         atomic_write_json(tmp / layout.STATE, State(tasks, done, False, stages).to_json())
         atomic_write_text(tmp / layout.CONFIG, format_config(config.to_dict()))
-        os.replace(tmp, path)  # a folder's rename: the whole copy or nothing; an empty `path` is replaced
-        _fsync_folder(path.parent)
-    except OSError as error:
-        raise ConfigError(f"cannot create --output-dir {path}: {error.strerror or error}") from None
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
@@ -172,19 +163,6 @@ def _source_matrices(config: RunConfig, source: Source) -> dict[str, list[list[f
 
 def _copy(source: Path, target: Path) -> None:
     atomic_write(target, lambda tmp: shutil.copyfile(source, tmp))
-
-
-def _fsync_folder(folder: Path) -> None:
-    try:
-        descriptor = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
