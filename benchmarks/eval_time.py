@@ -7,10 +7,12 @@ autocast): `--run DIR` takes a finished run's model after its last task (`jumplo
 trained answers end with EOS, so generation stops early as in a run); without it, the base model,
 whose answers run to the token budget (the worst case for generation).
 
-    generate_fp32   `evaluate_task` as before issue 16: frozen weights fp32, autocast casts them at
-                    every forward (the prompt's and each generated token's)
-    generate        `evaluate_task` as the run evaluates now: frozen weights held in bf16
-                    (compute_dtype.frozen_weights_in)
+    generate_before `evaluate_task` as before issue 16: `model.generate` to EOS or the budget, frozen
+                    weights fp32 (autocast casts them at every forward, the prompt's and each token's)
+    generate_held   + frozen weights held in bf16 (compute_dtype.frozen_weights_in)
+    generate        as the run evaluates now: + `generation_stop="decided"` (jumplora.greedy: a row
+                    stops once it can no longer match its reference; the same outcome per example,
+                    checked here batch by batch)
     floor           one forward of the same prompt batch with the logits of the last position only,
                     weights held in bf16: what any generation of the first token must cost
 
@@ -39,7 +41,7 @@ from jumplora.evaluate import evaluate_task
 from jumplora.models import load_model
 from jumplora.train import data_protocol
 
-VARIANTS = ("generate_fp32", "generate", "floor")
+VARIANTS = ("generate_before", "generate_held", "generate", "floor")
 
 
 def main() -> None:
@@ -71,23 +73,34 @@ def main() -> None:
         for batch in batches[::step][: args.batches_per_task]:
             work.append((task, batch, label_token_ids(data, tokenizer, kind, config.max_target_tokens), data.labels))
 
-    def generate(batch, ids, labels):
-        evaluate_task(model, tokenizer, kind, [batch], ids, mode="generate", autocast=accelerator.autocast,
-                      labels=labels, max_new_tokens=config.max_new_tokens, answer_match=config.answer_match)
+    outcomes = {}
+
+    def generate(batch, ids, labels, stop):
+        result = evaluate_task(model, tokenizer, kind, [batch], ids, mode="generate", autocast=accelerator.autocast,
+                               labels=labels, max_new_tokens=config.max_new_tokens,
+                               answer_match=config.answer_match, stop=stop)
+        outcomes[stop] = result.correct
 
     def floor(batch, ids, labels):
         with torch.no_grad(), accelerator.autocast():
             model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=1)
 
     seconds = {v: [] for v in VARIANTS}
+    hits = 0
     for i, (task, batch, ids, labels) in enumerate(work):
-        order = list(VARIANTS[i % 3:] + VARIANTS[: i % 3])
+        order = list(VARIANTS[i % len(VARIANTS):] + VARIANTS[: i % len(VARIANTS)])
         for variant in order:
-            held = torch.bfloat16 if variant != "generate_fp32" else None
+            held = torch.bfloat16 if variant != "generate_before" else None
             with frozen_weights_in(model, held):  # the cast itself is once per task in a run: not timed
                 started = time.perf_counter()
-                (floor if variant == "floor" else generate)(batch, ids, labels)
+                if variant == "floor":
+                    floor(batch, ids, labels)
+                else:
+                    generate(batch, ids, labels, "decided" if variant == "generate" else "eos")
                 seconds[variant].append(time.perf_counter() - started)
+        if outcomes["decided"] != outcomes["eos"]:
+            raise SystemExit(f"{task}: the decided stop changed an outcome; this is a bug")
+        hits += sum(outcomes["eos"])
         print(f"{task} batch {batch['input_ids'].shape}: " +
               ", ".join(f"{v} {seconds[v][-1]:.2f}s" for v in VARIANTS), flush=True)
 
@@ -99,11 +112,12 @@ def main() -> None:
                    "median_batch_ratio_to_floor": statistics.median(a / b for a, b in zip(seconds[v], seconds["floor"]))}
                for v in VARIANTS}
     report = {"command": command_line(), "environment": environment(), "model": args.run or config.model,
-              "examples": examples, "batches": len(work),
+              "examples": examples, "batches": len(work), "accuracy": 100 * hits / examples,
               "padding_share": 1 - real / slots, "results": results}
     with open(args.out, "w") as handle:
         json.dump(report, handle, indent=1)
-    print(f"\n{examples} examples in {len(work)} batches, padding {100 * (1 - real / slots):.1f} % of prompt slots")
+    print(f"\n{examples} examples in {len(work)} batches, padding {100 * (1 - real / slots):.1f} % of prompt slots, "
+          f"accuracy {100 * hits / examples:.1f} % (the same outcome per example under both stops)")
     print("| variant | s / example | ratio to floor (sums) | median per-batch ratio |")
     print("|---|---|---|---|")
     for v, r in results.items():

@@ -94,6 +94,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         # inject → train → merge (`_LoopStage.train`), once; or once per setting a method tries (`Method.train_stage`)
         trained = method.train_stage(runner)
         update, losses = trained.update, trained.losses
+        memory.release_memory()  # the training's activations and optimiser state, before evaluation's caches
 
         # evaluate
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
