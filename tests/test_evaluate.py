@@ -494,3 +494,19 @@ def test_decided_stop_gives_the_same_outcome_per_example(loaded, answer_match):
     assert any(len(cut) < len(whole) and whole.startswith(cut) for cut, whole in pairs)
     with pytest.raises(ValueError, match="unknown generation stop"):
         evaluate_task(loaded.model, loaded.tokenizer, loaded.kind, [batch], label_ids, stop="early")
+
+
+def test_decided_stop_leaves_a_model_with_logits_processors_to_generate(loaded, monkeypatch):
+    import copy
+
+    model = copy.deepcopy(loaded.model)
+    model.generation_config.repetition_penalty = 1.3  # generate's greedy choice is then not the argmax
+    used = []
+    monkeypatch.setattr(evaluate_module, "greedy_ids", lambda *a, **k: used.append("greedy") or [[]])
+    examples = _examples()
+    (batch,) = _batches(loaded, examples, len(examples))
+    evaluate_task(model, loaded.tokenizer, loaded.kind, [batch], _label_ids(loaded), max_new_tokens=4, stop="decided")
+    assert used == []
+    evaluate_task(loaded.model, loaded.tokenizer, loaded.kind, [batch], _label_ids(loaded), max_new_tokens=4,
+                  stop="decided")
+    assert used == ["greedy"]

@@ -215,3 +215,21 @@ def test_the_record_keeps_one_update_the_best_and_prefers_the_earlier_of_equal_s
     search.path.write_text('{"stage": "COPA", "grid": [1.0, 10.0, 100.0], "candidates": [{"lambda": 1.0}]}')
     with pytest.raises(RunDirectoryError, match="01-COPA.json is damaged"):
         search.candidates()
+
+
+def test_a_search_that_could_not_finish_is_refused_before_training():
+    from types import SimpleNamespace
+
+    from jumplora.distributed import ScaleOut
+    from jumplora.errors import ConfigError
+    from jumplora.methods.lambda_search import check_search
+
+    config = RunConfig(method="ella", order="cb,copa", ella_lambda="search")
+    with_validation = SimpleNamespace(split=lambda name: ["an example"])
+    without = SimpleNamespace(split=lambda name: [])
+    check_search(config, {"CB": with_validation, "COPA": with_validation}, ScaleOut())
+    with pytest.raises(ConfigError, match="task 'COPA' has none; use --split protocol"):
+        check_search(config, {"CB": with_validation, "COPA": without}, ScaleOut())
+    with pytest.raises(ConfigError, match="runs on one process"):
+        check_search(config, {"CB": with_validation}, ScaleOut(rank=0, world=2))
+    check_search(RunConfig(method="ella", order="cb,copa", ella_lambda="100"), {"CB": without}, ScaleOut())

@@ -132,18 +132,29 @@ def test_a_run_on_the_speed_paths_equals_the_plain_one(tmp_path, kind, precision
     assert (fast / "accuracy_matrix.csv").read_text() == (plain / "accuracy_matrix.csv").read_text()
 
 
-def test_a_token_cap_cuts_long_micro_batches_within_their_step():
-    from jumplora.data.batches import _random_groups
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_a_cut_micro_batch_keeps_every_row_and_target_within_the_cap(kind):
+    from jumplora.data import get_task
+    from jumplora.data.batches import cut_micro_batch, make_train_batches
+    from jumplora.data.sources import Example
 
-    lengths = [10 + 7 * (i % 13) for i in range(40)]
-    order = list(range(40))
-    plain = _random_groups(order, lengths, 8, 16)
-    capped = _random_groups(order, lengths, 8, 16, max_tokens=200)
-    assert len(capped) > len(plain)
-    for step in {s for s, _ in plain}:  # the same examples in every step, each once
-        assert sorted(i for s, g in capped if s == step for i in g) == sorted(i for s, g in plain if s == step for i in g)
-    assert all(len(g) * max(lengths[i] for i in g) <= 200 or len(g) == 1 for _, g in capped)
-    assert _random_groups(order, lengths, 8, 16, max_tokens=10**6) == plain
+    loaded = BUILD[kind](seed=0)
+    examples = [Example("word " * n, label) for n, label in zip((3, 9, 17, 30, 41, 52), ["World", "Sports"] * 3)]
+    (batch,) = make_train_batches(examples, get_task("agnews"), loaded.tokenizer, kind, 6, seed=0,
+                                  batching="random", step_batch_size=6)
+    width = batch["input_ids"].shape[1]
+    pieces = cut_micro_batch(batch, max_tokens=2 * width)
+    assert [p["input_ids"].shape[0] for p in pieces] == [2, 2, 2]
+    assert all(p["input_ids"].numel() <= 2 * width for p in pieces)
+    assert sum(p["target_tokens"] for p in pieces) == batch["target_tokens"]
+    for key in ("input_ids", "attention_mask", "labels"):  # the same rows, only trimmed padding
+        for i, row in enumerate(torch.cat([torch.nn.functional.pad(p[key], (0, batch[key].shape[1] - p[key].shape[1]),
+                                                                   value=-1) for p in pieces])):
+            real = row[row != -1]
+            assert torch.equal(real, batch[key][i][: len(real)])
+    assert pieces[0]["input_ids"].shape[1] < width  # the short rows dropped padding
+    assert cut_micro_batch(batch, max_tokens=10**6) == [batch]
+    assert len(cut_micro_batch(batch, max_tokens=1)) == 6  # one row at least
 
 
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
@@ -158,3 +169,12 @@ def test_cut_micro_batches_give_the_same_run(tmp_path, kind):
     for got, want in zip(cut, whole):
         assert got["loss"] == pytest.approx(want["loss"], rel=1e-5), (got["task"], got["step"])
     assert (runs[40] / "accuracy_matrix.csv").read_text() == (runs[None] / "accuracy_matrix.csv").read_text()
+
+
+@pytest.mark.parametrize("fold", ["per-step", "per-micro-batch"])
+def test_a_gated_layer_with_dropout_and_a_loss_term_trains(tmp_path, fold):
+    # a gated layer with dropout does not fold: the ΔW its forwards kept is spent after each
+    # micro-batch's backward, and ELLA's penalty must build its own
+    run_dir, _, _ = tiny_run(tmp_path, "causal", method="jumplora+ella", precision="fp32", lora_dropout=0.1, fold=fold)
+    losses = _losses(run_dir)
+    assert any(r["gamma"] > 0 and r.get("ella_penalty") for r in losses)

@@ -160,6 +160,10 @@ class LoRALinear(nn.Module):
         self._step_grad.add_(weight.grad)  # fp32 sum over the micro-batches, whatever `dtype` is
         weight.grad = None
 
+    @property
+    def folded_this_step(self) -> bool:
+        return self._step_fold is not None
+
     def end_step(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(the fp32 fold, Σ its gradient over the step) for one backward; None if no step was open."""
         if self._step_fold is None:

@@ -166,9 +166,9 @@ class RunConfig:
                      "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
                      choices=("per-step", "per-micro-batch"))
     max_micro_batch_tokens: int | None = _opt(OUTPUT, 2048, "cut a training micro-batch whose padded tokens "
-                                              "(examples x longest) exceed this into smaller ones of the same step "
-                                              "(random batching and the step loss mean: the same loss and gradient); "
-                                              "bounds the memory of the longest texts; unset: never cut")
+                                              "(examples x longest) exceed this into smaller ones of the same step, "
+                                              "where that changes nothing (the step's token-mean loss, no LoRA "
+                                              "dropout); bounds the memory of the longest texts; none: never cut")
     generation_stop: str = _opt(OUTPUT, "decided", "greedy evaluation: stop each row once its exact-match outcome "
                                 "is decided (jumplora.greedy; the same accuracy, wrong answers kept only up to where "
                                 "they went wrong) or at EOS / the budget (model.generate)", choices=("decided", "eos"))

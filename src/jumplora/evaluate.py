@@ -189,6 +189,19 @@ def generate_ids(model, tokenizer, kind: str, input_ids, attention_mask,
     return rows
 
 
+# generation_config settings under which model.generate's greedy choice is not the plain argmax
+_PROCESSORS = {"repetition_penalty": (None, 1.0), "no_repeat_ngram_size": (None, 0),
+               "encoder_no_repeat_ngram_size": (None, 0), "bad_words_ids": (None,), "suppress_tokens": (None,),
+               "begin_suppress_tokens": (None,), "forced_bos_token_id": (None,), "forced_eos_token_id": (None,),
+               "sequence_bias": (None,), "forced_decoder_ids": (None,), "min_length": (None, 0),
+               "exponential_decay_length_penalty": (None,), "encoder_repetition_penalty": (None, 1.0)}
+
+
+def _changes_greedy_choice(model) -> bool:
+    config = getattr(model, "generation_config", None)
+    return config is not None and any(getattr(config, name, None) not in plain for name, plain in _PROCESSORS.items())
+
+
 def _decided_answers(model, tokenizer, kind: str, input_ids, attention_mask, budget: int,
                      keys: list[str], norm) -> list[str]:
     """`generate_answers` with each row stopped once it can no longer match its normalised reference
@@ -199,6 +212,8 @@ def _decided_answers(model, tokenizer, kind: str, input_ids, attention_mask, bud
     character by character, and the decoder's clean-up of the final text only removes spaces. A
     text ending in an incomplete character (U+FFFD) stays open.
     """
+    if _changes_greedy_choice(model):  # our loop takes the plain argmax: let generate apply them
+        return generate_answers(model, tokenizer, kind, input_ids, attention_mask, budget)
     squashed = ["".join(key.split()) for key in keys]
 
     def still_open(row: int, ids: list[int]) -> bool:

@@ -6,7 +6,7 @@ evaluation does not need those tokens: once a row's decoded text (normalised as 
 normalises it) is no longer a prefix of its reference, the row is wrong whatever it generates next.
 `greedy_ids` takes an optional `still_open(row, ids)`; a row for which it returns False stops
 there. The loop ends when no row is open. The tokens a row does generate are the ones
-`model.generate(do_sample=False, num_beams=1)` gives (tests/test_greedy.py compares them): the same
+`model.generate(do_sample=False, num_beams=1)` gives (tests/test_evaluate.py compares them): the same
 forward calls, prompt positions counted over the real tokens, the cache extended one token a step.
 
 Without `still_open` every row runs to EOS or the budget, as `generate` does.

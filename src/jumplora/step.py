@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from jumplora.compute_dtype import AUTOCAST_DTYPES
+from jumplora.data.batches import cut_micro_batch
 from jumplora.errors import TrainingError
 from jumplora.injection import AdapterSet
 from jumplora.methods import Method, TaskContext
@@ -34,6 +35,10 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
     optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
     warmup = max(config.warmup_steps, 0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    if getattr(accelerator, "scaler", None) is not None:
+        # fp16: a fresh loss scale per stage, so a stage depends on its starting point only (a λ
+        # candidate, a resumed run)
+        accelerator.scaler = torch.amp.GradScaler(accelerator.device.type)
     model = ctx.model
     model.train()
     records = []
@@ -80,7 +85,7 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
     if per_step_fold:
         adapters.begin_step(compute_dtype(accelerator))
     task_sum = 0.0
-    for batch in share.batches:
+    for batch in _memory_bounded(share.batches, ctx):
         with accelerator.autocast():
             if config.loss_mean == "step":  # Σ token losses / the step's target tokens
                 task_term = task_loss(ctx.model, batch, ctx.kind, reduction="sum") * (n / step_tokens)
@@ -89,8 +94,7 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
         _check_loss({"task_loss": task_term}, ctx.task, ctx.step)
         accelerator.backward(task_term / n)
         task_sum += task_term.item() / n
-    if not per_step_fold:
-        adapters.forget_step_updates()  # the forwards' ΔW graphs are spent: loss terms rebuild ΔW
+    adapters.forget_unfolded_updates()  # what the forwards kept of ΔW is spent: loss terms rebuild it
     with accelerator.autocast():
         terms = method.loss_terms(ctx)
     _check_loss(terms, ctx.task, ctx.step)
@@ -118,6 +122,15 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
     _check_finite(trainable, ctx.task, ctx.step)
     optimizer.zero_grad(set_to_none=True)
     return sums
+
+
+def _memory_bounded(micro_batches: list[dict], ctx: TaskContext) -> list[dict]:
+    """The micro-batches with the long ones cut to `max_micro_batch_tokens` (data/batches.py), where a
+    cut changes nothing: the step's token-mean loss, and no LoRA dropout (a cut would draw other masks)."""
+    cap = ctx.config.max_micro_batch_tokens
+    if cap is None or ctx.config.loss_mean != "step" or ctx.adapters.has_dropout:
+        return micro_batches
+    return [piece for batch in micro_batches for piece in cut_micro_batch(batch, cap)]
 
 
 def compute_dtype(accelerator) -> torch.dtype | None:

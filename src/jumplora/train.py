@@ -23,6 +23,7 @@ from jumplora.distributed import ScaleOut
 from jumplora.errors import RunDirectoryError, TrainingError
 from jumplora.evaluate import EvalResult, evaluate_task
 from jumplora.injection import AdapterSet, inject_adapters
+from jumplora.methods.lambda_search import check_search
 from jumplora.methods import Method, StageRunner, TaskContext, TrainedStage, build_method
 from jumplora.models import LoadedModel, load_model
 from jumplora.progress import Logger, progress
@@ -46,11 +47,11 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     check_precision(config)
     if config.single_dir:
         find_single_run(config, config.run_dir)  # a bad --single-dir fails now, not after the training
-    method = build_method(config)
-    stages = method.stages(tasks)
     accelerator = make_accelerator(config)  # under a launcher: joins the process group
     scale_out = ScaleOut.current()
     config = scale_out.quiet(config)  # one progress display, one TensorBoard log
+    method = build_method(config)
+    stages = method.stages(tasks)
     with scale_out.main_first():  # the main process creates or checks it; the others then read what it holds
         if config.continue_from and scale_out.is_main:  # an extension starts as a copy of its source's stages
             prepare_extension(config, stages)
@@ -63,6 +64,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     # directory holds of the finished stages
     protocol = data_protocol(config)
     data = load_tasks(config.order, config.data_dir, protocol)  # the registry's, or a task list's own files
+    check_search(config, data, scale_out)
     run.record_data(data_summary(data, protocol, config.data_dir))
     resume = run.resume_point(matrix_files(config))
     run.begin_attempt()
@@ -263,8 +265,6 @@ def _stage_batches(stage: list[str], data: dict, tokenizer, kind: str, config: R
                 config.max_input_tokens, header=config.prompt_header, prompt_style=config.prompt_style,
                 max_target_tokens=config.max_target_tokens, batching=config.batching,
                 step_batch_size=config.batch_size, epoch=epoch if config.batching == "random" else 0,
-                # a cut micro-batch changes nothing only where the loss is the step's token mean
-                max_tokens=config.max_micro_batch_tokens if config.loss_mean == "step" else None,
             )
             epoch_batches.extend({**b, "step": b["step"] + next_step} for b in made)
             next_step += 1 + max((b["step"] for b in made), default=-1)

@@ -121,19 +121,41 @@ def _length_groups(order: list[int], lengths: list[int], batch_size: int, chunk_
 
 
 def _random_groups(order: list[int], lengths: list[int], batch_size: int,
-                   step_batch_size: int, max_tokens: int | None = None) -> list[tuple[int, list[int]]]:
+                   step_batch_size: int) -> list[tuple[int, list[int]]]:
     """(step, example indices) of each micro-batch: consecutive step batches of the shuffled
-    order, each sorted by length and split into micro-batches; a micro-batch whose padded size
-    (examples × longest) exceeds `max_tokens` is cut into equal parts that fit (one example at least)."""
+    order, each sorted by length and split into micro-batches."""
     groups = []
     for step, start in enumerate(range(0, len(order), step_batch_size)):
         part = sorted(order[start:start + step_batch_size], key=lambda i: lengths[i])
-        for i in range(0, len(part), batch_size):
-            group = part[i:i + batch_size]
-            pieces = 1 if max_tokens is None else min(len(group), -(-len(group) * lengths[group[-1]] // max_tokens))
-            size = -(-len(group) // max(pieces, 1))
-            groups.extend((step, group[j:j + size]) for j in range(0, len(group), size))
+        groups.extend((step, part[i:i + batch_size]) for i in range(0, len(part), batch_size))
     return groups
+
+
+def cut_micro_batch(batch: dict[str, Any], max_tokens: int) -> list[dict[str, Any]]:
+    """A right-padded training micro-batch as pieces of at most `max_tokens` padded tokens (rows ×
+    width; one row at least), each trimmed of the padding it no longer needs; one piece when it fits.
+
+    Under the step's token-mean loss the pieces give the micro-batch's loss and gradient: the memory
+    a forward keeps for backward is then bounded by `max_tokens` whatever the lengths of the texts.
+    """
+    rows, width = batch["input_ids"].shape
+    if rows <= 1 or rows * width <= max_tokens:
+        return [batch]
+    size = max(1, max_tokens // width)
+    pieces = []
+    for start in range(0, rows, size):
+        mask = batch["attention_mask"][start:start + size]
+        labels = batch["labels"][start:start + size]
+        used = int(mask.sum(dim=1).max())
+        kept = (labels != IGNORE_INDEX).any(dim=0).nonzero()
+        label_width = int(kept[-1]) + 1 if len(kept) else 1
+        if labels.shape[1] == width:  # causal: labels align with the inputs
+            label_width = used
+        piece = {**batch, "input_ids": batch["input_ids"][start:start + size, :used],
+                 "attention_mask": mask[:, :used], "labels": labels[:, :label_width]}
+        piece["target_tokens"] = int((piece["labels"] != IGNORE_INDEX).sum())
+        pieces.append(piece)
+    return pieces
 
 
 def make_train_batches(
@@ -152,7 +174,6 @@ def make_train_batches(
     batching: str = "length",
     step_batch_size: int | None = None,
     epoch: int = 0,
-    max_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """Training micro-batches of `batch_size` examples (input_ids, attention_mask, labels tensors
     and the ints "step" and "target_tokens"), in the seeded order of `batching` (module docstring).
@@ -161,9 +182,6 @@ def make_train_batches(
     `batch_size`; None: `batch_size` (one micro-batch a step). `epoch` > 0 draws another seeded
     order (epoch 0 is the historical one). `prompt_style`, `max_input_tokens`, `header`:
     see `jumplora.data.prompts`; `max_target_tokens` cuts the targets (EOS kept last).
-    `max_tokens` (random batching) caps a micro-batch's padded tokens by cutting the long ones
-    into smaller micro-batches of the same step: the activations a forward keeps for backward are
-    then bounded by it, whatever the lengths of a task's texts.
     """
     _check(kind, batch_size)
     if batching not in BATCHING:
@@ -192,7 +210,7 @@ def make_train_batches(
     order = list(range(len(features)))
     rng.shuffle(order)
     if batching == "random":
-        groups = _random_groups(order, lengths, batch_size, step_batch_size, max_tokens)
+        groups = _random_groups(order, lengths, batch_size, step_batch_size)
     else:
         groups = _length_groups(order, lengths, batch_size, chunk_batches, rng,
                                 step_batch_size // batch_size)

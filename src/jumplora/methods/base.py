@@ -3,7 +3,7 @@
     setup(model)                once, before the first task (a resumed run loads the state after it)
     before_task(ctx)            after the stage's adapters are injected, before training
     on_step(ctx)                before each optimiser step's forward passes (rarely needed)
-    loss_terms(ctx) -> dict     extra loss terms for the current micro-batch, by name
+    loss_terms(ctx) -> dict     extra loss terms of the adapters, by name: once per optimiser step
     before_merge(ctx)           after training, the adapters still in place (what a method keeps of them)
     after_task(ctx, update)     after the stage's update was merged into the base weights, adapters gone
     train_stage(stage)          how the loop trains a stage: `stage.train()` once, which calls the hooks

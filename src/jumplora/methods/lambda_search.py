@@ -20,8 +20,25 @@ import copy
 
 import torch
 
+from jumplora.ella_lambdas import is_search
+from jumplora.errors import ConfigError
 from jumplora.methods.base import Method, StageRunner, TrainedStage
 from jumplora.rundir.lambda_search import Candidate
+
+
+def check_search(config, data: dict, scale_out) -> None:
+    """Refuse, before anything trains, a search that could not finish: one whose validation data is
+    missing (a task list's tasks under --split auto have none), or one on several processes (its
+    candidate records are written by one process and not yet shared with the others)."""
+    if config.method_name.strategy != "ella" or not is_search(config.ella_lambda):
+        return
+    if scale_out.active:
+        raise ConfigError("--ella-lambda search runs on one process; launch it without accelerate launch, or give "
+                          "--ella-lambda values")
+    for task, task_data in data.items():
+        if not task_data.split("validation"):
+            raise ConfigError(f"--ella-lambda search selects on validation data, and task {task!r} has none; use "
+                              "--split protocol (a validation split drawn from its training data)")
 
 
 def search_lambda(method: Method, stage: StageRunner, grid: list[float]) -> TrainedStage:

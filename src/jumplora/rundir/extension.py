@@ -23,7 +23,7 @@ from pathlib import Path
 
 from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, folder_built_aside, is_temporary
 from jumplora.config import RESULT_AFFECTING, RunConfig, with_legacy_values
-from jumplora.ella_lambdas import lambdas_for
+from jumplora.ella_lambdas import PAPER_GRID, is_search, lambdas_for
 from jumplora.errors import ConfigError
 from jumplora.rundir import layout
 from jumplora.rundir.formats import State, format_accuracy, format_config, read_config
@@ -85,6 +85,11 @@ def check_extension(config: RunConfig, source: Source) -> None:
         if same_value(getattr(config, key), key) != same_value(saved.get(key), key):
             raise ConfigError(f"{option_flag(key)} {getattr(config, key)!r} differs from {source.path}'s "
                               f"{saved.get(key)!r}; an extension keeps every option of the run it extends but the order")
+    searched = is_search(saved.get("ella_lambda")) or is_search(config.ella_lambda)
+    if config.method_name.strategy == "ella" and searched and not same_lambdas(config, saved, len(old)):
+        raise ConfigError(f"--ella-lambda {config.ella_lambda!r}: {source.path} chose λ by "
+                          f"{saved.get('ella_lambda')!r}; an extension of a searched run searches too, with the same "
+                          "--ella-lambda-grid, and a run with given λ keeps them")
     if not same_lambdas(config, saved, len(old)):
         raise ConfigError(f"--ella-lambda {config.ella_lambda!r} gives the tasks of {source.path} other values than "
                           f"its {saved.get('ella_lambda')!r}; keep theirs and add one per new task")
@@ -101,8 +106,14 @@ def same_lambdas(config: RunConfig, saved: dict, n_old: int) -> bool:
     """ELLA's λ of the source's tasks unchanged (the added tasks have their own); other methods ignore it."""
     if config.method_name.strategy != "ella":
         return same_value(config.ella_lambda) == same_value(saved.get("ella_lambda"))
-    before = lambdas_for(saved.get("ella_lambda"), str(saved.get("order")), n_old)
-    after = lambdas_for(config.ella_lambda, config.order, len(config.task_list))
+    if is_search(saved.get("ella_lambda")) or is_search(config.ella_lambda):
+        # a searched run's tasks have no λ to repeat: its extension searches the added tasks alike
+        return (is_search(saved.get("ella_lambda")) and is_search(config.ella_lambda)
+                and same_value(saved.get("ella_lambda_grid", PAPER_GRID)) == same_value(config.ella_lambda_grid))
+    row = {"threshold_mode": saved.get("threshold_mode", saved.get("threshold", "global")),
+           "penalty": saved.get("ella_penalty", "sparse"), "gated": config.gated}  # Table 8's row
+    before = lambdas_for(saved.get("ella_lambda"), str(saved.get("order")), n_old, **row)
+    after = lambdas_for(config.ella_lambda, config.order, len(config.task_list), **row)
     return [float(v) for v in after[:n_old]] == [float(v) for v in before]
 
 
