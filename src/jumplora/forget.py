@@ -66,7 +66,8 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
                 loaded: LoadedModel | None = None) -> Removal:
     """Remove `task`'s update from the run's final model, evaluate every task, write `out`."""
     from jumplora.device import check_precision, make_accelerator
-    from jumplora.train import data_protocol, evaluate_on
+    from jumplora.compute_dtype import frozen_weights_in
+    from jumplora.train import compute_dtype, data_protocol, evaluate_on
 
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out is not None else default_out(run, task)
@@ -83,8 +84,10 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     accelerator = make_accelerator(config)
     model = rebuilt.loaded.model.to(accelerator.device)
     tokenizer, kind = rebuilt.loaded.tokenizer, rebuilt.loaded.kind
-    accuracy = {name: evaluate_on(model, tokenizer, kind, data[name], config, accelerator).accuracy
-                for name in run.tasks}
+    held = compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
+    with frozen_weights_in(model, held):  # as the run evaluates (compute_dtype.py)
+        accuracy = {name: evaluate_on(model, tokenizer, kind, data[name], config, accelerator).accuracy
+                    for name in run.tasks}
     removal = Removal(
         source_run=str(Path(run.path).resolve()), method=run.method, order=str(run.config["order"]), seed=run.seed,
         removed=task, tasks=list(run.tasks), accuracy=accuracy, source_accuracy=source_row(run),
