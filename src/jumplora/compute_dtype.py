@@ -26,6 +26,16 @@ from jumplora.adapter import LoRALinear
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def compute_dtype(accelerator) -> torch.dtype | None:
+    """The autocast dtype of the run (None under fp32)."""
+    return AUTOCAST_DTYPES.get(str(accelerator.mixed_precision))
+
+
+def held_dtype(config, accelerator) -> torch.dtype | None:
+    """The dtype `frozen_weights_in` holds the frozen weights in for `config` (None: they stay fp32)."""
+    return compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
+
+
 @contextlib.contextmanager
 def frozen_weights_in(model: nn.Module, dtype: torch.dtype | None):
     """Hold `model`'s frozen floating-point linear weights in `dtype` inside the block (None: no-op)."""

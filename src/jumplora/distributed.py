@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-IGNORE_INDEX = -100  # jumplora.data.batches' label padding
+from jumplora.data.batches import IGNORE_INDEX
 
 
 @dataclass

@@ -29,14 +29,13 @@ accuracy over the references in the label set only.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from jumplora.greedy import greedy_ids
+from jumplora.greedy import accepts, greedy_ids, prompt_positions
 from jumplora.tokens import check_kind, eos_id, pad_id
 
 MODES = ("generate", "rank", "both")
@@ -120,19 +119,6 @@ def _model_device(model) -> torch.device:
         return model.get_input_embeddings().weight.device
     except (AttributeError, NotImplementedError):
         return next(model.parameters()).device
-
-
-def _position_ids(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Positions 0, 1, ... counted over the real tokens only (left padding gets position 0)."""
-    positions = attention_mask.long().cumsum(-1) - 1
-    return positions.clamp(min=0)
-
-
-def _accepts(model, name: str) -> bool:
-    try:
-        return name in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
 
 
 def _check_left_padded(attention_mask: torch.Tensor) -> None:
@@ -254,12 +240,12 @@ def _croppable(cache) -> bool:
 def _causal_scores(model, input_ids, attention_mask, label_ids, use_prompt_cache: bool):
     batch, prompt_len = input_ids.shape
     device = input_ids.device
-    positions = _position_ids(attention_mask)
+    positions = prompt_positions(attention_mask)
     scores = torch.empty(batch, len(label_ids), dtype=torch.float32, device=device)
 
     cache = None
     if use_prompt_cache:
-        extra = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        extra = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
         out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
                     use_cache=True, **extra)
         cache = out.past_key_values
@@ -288,7 +274,7 @@ def _causal_scores(model, input_ids, attention_mask, label_ids, use_prompt_cache
             cont = torch.tensor(ids[:-1], device=device, dtype=input_ids.dtype).expand(batch, -1)
             seq = torch.cat([input_ids, cont], dim=1)
             mask = torch.cat([attention_mask, torch.ones_like(cont, dtype=attention_mask.dtype)], 1)
-            out = model(input_ids=seq, attention_mask=mask, position_ids=_position_ids(mask),
+            out = model(input_ids=seq, attention_mask=mask, position_ids=prompt_positions(mask),
                         use_cache=False)
             log_probs = out.logits[:, prompt_len - 1:, :].float().log_softmax(-1)
             score = _gather_sum(log_probs, ids)

@@ -66,8 +66,8 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
                 loaded: LoadedModel | None = None) -> Removal:
     """Remove `task`'s update from the run's final model, evaluate every task, write `out`."""
     from jumplora.device import check_precision, make_accelerator
-    from jumplora.compute_dtype import frozen_weights_in
-    from jumplora.train import compute_dtype, data_protocol, evaluate_on
+    from jumplora.compute_dtype import frozen_weights_in, held_dtype
+    from jumplora.train import data_protocol, evaluate_on
 
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out is not None else default_out(run, task)
@@ -84,8 +84,7 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     accelerator = make_accelerator(config)
     model = rebuilt.loaded.model.to(accelerator.device)
     tokenizer, kind = rebuilt.loaded.tokenizer, rebuilt.loaded.kind
-    held = compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
-    with frozen_weights_in(model, held):  # as the run evaluates (compute_dtype.py)
+    with frozen_weights_in(model, held_dtype(config, accelerator)):  # as the run evaluates (compute_dtype.py)
         accuracy = {name: evaluate_on(model, tokenizer, kind, data[name], config, accelerator).accuracy
                     for name in run.tasks}
     removal = Removal(

@@ -22,14 +22,16 @@ import torch
 from jumplora.tokens import check_kind
 
 
-def _accepts(model, name: str) -> bool:
+def accepts(model, name: str) -> bool:
+    """Whether `model.forward` takes the keyword `name` (e.g. logits_to_keep, position_ids)."""
     try:
         return name in inspect.signature(model.forward).parameters
     except (TypeError, ValueError):
         return False
 
 
-def _causal_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+def prompt_positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions 0, 1, ... counted over the real tokens only (left padding gets position 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
@@ -43,8 +45,8 @@ def greedy_ids(model, kind: str, input_ids: torch.Tensor, attention_mask: torch.
     open_rows = set(range(input_ids.shape[0]))
     if kind == "causal":
         mask = attention_mask
-        positions = _causal_positions(mask)
-        last_only = {"logits_to_keep": 1} if _accepts(model, "logits_to_keep") else {}
+        positions = prompt_positions(mask)
+        last_only = {"logits_to_keep": 1} if accepts(model, "logits_to_keep") else {}
         out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, **last_only)
         last = positions[:, -1:]
     else:

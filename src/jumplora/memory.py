@@ -100,14 +100,15 @@ def peak_mb() -> float:
                     return round(int(line.split()[1]) / 1024, 1)  # kB
     except OSError:
         pass
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
+    return process_peak_mb()
 
 
-def current_mb() -> float:
-    """Memory in use now, in MiB: allocated by torch on a GPU, else the resident set."""
+def process_peak_mb() -> float:
+    """On a CPU the resident set's peak since the process started (`reset_peak` does not lower it); on a
+    GPU torch's peak allocation since its last reset."""
     if torch.cuda.is_available():
-        return round(torch.cuda.memory_allocated() / 2**20, 1)
-    return current_rss_mb()
+        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def current_rss_mb() -> float:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from jumplora import memory
 from jumplora.config import RunConfig
 from jumplora.metrics import compute_metrics
 from jumplora.rundir import RunDirectory, find_single_run
@@ -68,11 +66,5 @@ def _peak_memory_mb(records) -> float:
     stages recorded before stage peaks existed fall back on this process's peak."""
     peaks = [record.peak_memory_mb for record in records if record.peak_memory_mb is not None]
     if len(peaks) < len(records):
-        peaks.append(_process_peak_mb())
+        peaks.append(memory.process_peak_mb())
     return max(peaks)
-
-
-def _process_peak_mb() -> float:
-    if torch.cuda.is_available():
-        return round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux

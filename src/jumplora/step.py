@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from jumplora.compute_dtype import AUTOCAST_DTYPES
+from jumplora.compute_dtype import compute_dtype
 from jumplora.data.batches import cut_micro_batch
 from jumplora.errors import TrainingError
 from jumplora.injection import AdapterSet
@@ -133,11 +133,6 @@ def _memory_bounded(micro_batches: list[dict], ctx: TaskContext) -> list[dict]:
     return [piece for batch in micro_batches for piece in cut_micro_batch(batch, cap)]
 
 
-def compute_dtype(accelerator) -> torch.dtype | None:
-    """The autocast dtype of the run (None under fp32)."""
-    return AUTOCAST_DTYPES.get(str(accelerator.mixed_precision))
-
-
 def _check_loss(terms: dict[str, torch.Tensor], task: str, step: int) -> None:
     loss = sum(terms.values()) if terms else None
     if loss is not None and not torch.isfinite(loss):
@@ -197,4 +192,4 @@ def task_loss(model, batch: dict[str, torch.Tensor], kind: str, reduction: str =
     return F.cross_entropy(logits.float(), labels[keep], reduction=reduction)
 
 
-__all__ = ["compute_dtype", "optimiser_step", "task_loss", "train_task"]
+__all__ = ["optimiser_step", "task_loss", "train_task"]

@@ -14,7 +14,7 @@ import time
 import torch
 
 from jumplora import memory
-from jumplora.compute_dtype import frozen_weights_in
+from jumplora.compute_dtype import frozen_weights_in, held_dtype
 from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_tasks, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
@@ -32,7 +32,7 @@ from jumplora.rundir import FollowerRunDirectory, Resume, RunDirectory, TaskReco
 from jumplora.rundir.extension import prepare_extension
 from jumplora.rundir.layout import ACCURACY, ACCURACY_RANK, stage_name
 from jumplora.schedule import JumpSchedule
-from jumplora.step import compute_dtype, optimiser_step, task_loss, train_task
+from jumplora.step import optimiser_step, task_loss, train_task
 from jumplora.targets import find_target_linears
 
 
@@ -70,7 +70,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     run.begin_attempt()
 
     memory.configure_allocator()
-    held_dtype = compute_dtype(accelerator) if config.frozen_weights == "compute-dtype" else None
+    held = held_dtype(config, accelerator)
     if loaded is None:
         loaded = load_model(config.model, kind=config.model_kind, progress=config.progress)
     model, tokenizer, kind = loaded.model.to(accelerator.device), loaded.tokenizer, loaded.kind
@@ -91,8 +91,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
                          for b in _stage_batches(stage, data, tokenizer, kind, config)]
         steps = _steps_to_train(train_batches, config, name)
         runner = _LoopStage(index, stage, row, tasks[: row + 1], train_batches, steps, loaded=(model, tokenizer, kind),
-                            data=data, targets=targets, method=method, accelerator=accelerator, logger=logger, run=run,
-                            held_dtype=held_dtype)
+                            data=data, targets=targets, method=method, accelerator=accelerator, logger=logger, run=run)
 
         # inject → train → merge (`_LoopStage.train`), once; or once per setting a method tries (`Method.train_stage`)
         trained = method.train_stage(runner)
@@ -102,7 +101,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         # evaluate
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
         evaluations = {}
-        with frozen_weights_in(model, held_dtype):
+        with frozen_weights_in(model, held):
             for task in progress(scope, config, f"evaluate after {name}"):
                 evaluations[task] = evaluate_on(model, tokenizer, kind, data[task], config, accelerator)
         for task, result in evaluations.items():
@@ -130,13 +129,13 @@ class _LoopStage(StageRunner):
 
     def __init__(self, index: int, stage: list[str], row: int, seen: list[str], train_batches: list[dict],
                  steps: list[list[dict]], *, loaded: tuple, data: dict, targets: tuple[str, ...], method: Method,
-                 accelerator, logger: Logger, run: RunDirectory, held_dtype: torch.dtype | None = None):
+                 accelerator, logger: Logger, run: RunDirectory):
         self.index, self.name, self.task_index, self.seen, self.run = index, stage_name(stage), row, seen, run
-        self.held_dtype = held_dtype  # the frozen weights' dtype while training and validating (compute_dtype.py)
         self.scale_out = ScaleOut.current()
         self.model, self.tokenizer, self.kind = loaded
         self.train_batches, self.steps, self.data, self.targets = train_batches, steps, data, targets
         self.method, self.config, self.accelerator, self.logger = method, method.config, accelerator, logger
+        self.held = held_dtype(self.config, accelerator)  # the frozen weights' dtype, training and validating
         self.schedule = JumpSchedule.for_task(len(steps), self.config.s_start, self.config.s_final,
                                               rounding=self.config.schedule_rounding)
 
@@ -155,7 +154,7 @@ class _LoopStage(StageRunner):
         self.scale_out.seed_process(task_seed(self.config.seed, self.name, "process"))  # A alike, dropout not
         ctx = self._context(adapters)
         self.method.before_task(ctx)
-        with frozen_weights_in(self.model, self.held_dtype):
+        with frozen_weights_in(self.model, self.held):
             losses = train_task(ctx, self.method, self.accelerator, self.logger)
         # merge: β·ΔW_final into the base weights, adapters removed
         self.method.before_merge(ctx)
@@ -164,7 +163,7 @@ class _LoopStage(StageRunner):
         return TrainedStage(update, losses)
 
     def validate(self) -> dict[str, EvalResult]:
-        with frozen_weights_in(self.model, self.held_dtype):
+        with frozen_weights_in(self.model, self.held):
             return {task: evaluate_on(self.model, self.tokenizer, self.kind, self.data[task], self.config,
                                       self.accelerator, split="validation")
                     for task in progress(self.seen, self.config, f"validate after {self.name}")}
