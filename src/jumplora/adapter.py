@@ -81,7 +81,7 @@ class LoRALinear(nn.Module):
         self.lora_B = nn.Parameter(torch.zeros(base.out_features, rank, device=weight.device, dtype=torch.float32))
         # Kaiming-uniform as in nn.Linear's (and PEFT's) initialisation; B = 0 makes ΔW = 0
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
-        # the last dense and gated updates, kept for loss terms (ELLA) that need them this step
+        # this step's dense and gated updates (begin_step), for loss terms (ELLA) to reuse
         self._last_delta: torch.Tensor | None = None
         self._last_jump: torch.Tensor | None = None
         # the base's fp32 weight while `compute_dtype.frozen_weights_in` holds a low-precision copy in base
@@ -160,10 +160,6 @@ class LoRALinear(nn.Module):
         self._step_grad.add_(weight.grad)  # fp32 sum over the micro-batches, whatever `dtype` is
         weight.grad = None
 
-    @property
-    def folded_this_step(self) -> bool:
-        return self._step_fold is not None
-
     def end_step(self) -> tuple[torch.Tensor, torch.Tensor] | None:
         """(the fp32 fold, Σ its gradient over the step) for one backward; None if no step was open."""
         if self._step_fold is None:
@@ -176,12 +172,10 @@ class LoRALinear(nn.Module):
         if self._step_weight is not None:  # inside begin_step .. end_step
             return F.linear(x, self._step_weight, self.base.bias)
         if not self.gated:
-            self._last_delta = self._last_jump = None
             lora = F.linear(F.linear(self.dropout(x), self.lora_A.to(x.dtype)), self.lora_B.to(x.dtype))
             return self.base(x) + self.scale * lora
         delta = self.delta()
         jump = self.jump(delta)
-        self._last_delta, self._last_jump = delta, jump
         if self.training and isinstance(self.dropout, nn.Dropout):
             return self.base(x) + self.scale * F.linear(self.dropout(x), self.interpolate(delta, jump).to(x.dtype))
         # under autocast F.linear casts the folded weight itself
@@ -191,8 +185,9 @@ class LoRALinear(nn.Module):
         """The update of this step for loss terms: ``"dense"`` (ΔW), ``"jump"`` or ``"interp"``.
 
         `threshold_grad` False masks with a hard comparison (as the authors' ELLA penalty does): the
-        term then sends τ no gradient. Reuses what the forward pass computed this step when it can,
-        so a penalty costs no second materialisation of ΔW.
+        term then sends τ no gradient. Reuses the ΔW and gate of this step's fold (`begin_step`) when
+        there is one, so a penalty costs no second materialisation of ΔW; otherwise builds its own (a
+        forward's ΔW is not kept: its graph is spent by the micro-batch's backward).
         """
         if which not in UPDATES:
             raise ValueError(f"unknown update {which!r}; expected one of {', '.join(UPDATES)}")
@@ -208,7 +203,7 @@ class LoRALinear(nn.Module):
         return jump if which == "jump" else self.interpolate(delta, jump)
 
     def forget_step_updates(self) -> None:
-        """Drop the ΔW the forwards kept (their graphs are spent once a micro-batch's backward ran)."""
+        """Drop the ΔW and gate `begin_step` kept, once the step's backward has used their graph."""
         self._last_delta = self._last_jump = None
 
     @torch.no_grad()

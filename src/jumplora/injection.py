@@ -116,13 +116,6 @@ class AdapterSet:
         for layer in self.layers.values():
             layer.forget_step_updates()
 
-    def forget_unfolded_updates(self) -> None:
-        """After a step's micro-batches: the ΔW that layers which did not fold this step kept from
-        their forwards is spent (each micro-batch's backward freed its graph); loss terms rebuild it."""
-        for layer in self.layers.values():
-            if not layer.folded_this_step:
-                layer.forget_step_updates()
-
     @property
     def has_dropout(self) -> bool:
         return any(isinstance(layer.dropout, nn.Dropout) for layer in self.layers.values())

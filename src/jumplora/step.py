@@ -94,7 +94,6 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
         _check_loss({"task_loss": task_term}, ctx.task, ctx.step)
         accelerator.backward(task_term / n)
         task_sum += task_term.item() / n
-    adapters.forget_unfolded_updates()  # what the forwards kept of ΔW is spent: loss terms rebuild it
     with accelerator.autocast():
         terms = method.loss_terms(ctx)
     _check_loss(terms, ctx.task, ctx.step)
