@@ -16,6 +16,8 @@ realistic) and r 8, α 32 on q and v:
     sparse_fold       + one fold per optimiser step instead (fold=per-step), weights fp32
     sparse            JumpLoRA γ = 1 as it runs now (both levers): jumplora.train.optimiser_step
     dense             JumpLoRA γ = 0 as it runs now (the first 20 % of each task: low-rank path)
+    sparse_compiled   sparse with its transformer blocks through torch.compile (compile=blocks);
+                      its first (warm-up) step includes the compile, reported as first_step_seconds
 
 Rounds are interleaved: each round times one step of every variant on the same optimiser step of
 the task, in a rotated order; reported are the medians, p25-p75, and the median of the per-round
@@ -40,6 +42,7 @@ from typing import Callable
 import torch
 from _shared import ROOT, command_line, environment, preset_config, step_shape, summary, train_steps
 
+from jumplora.compile import compile_blocks
 from jumplora.compute_dtype import frozen_weights_in
 from jumplora.device import make_accelerator
 from jumplora.injection import inject_adapters
@@ -48,13 +51,15 @@ from jumplora.models import load_model
 from jumplora.schedule import JumpSchedule
 from jumplora.train import optimiser_step, task_loss
 
-VARIANTS = ("peft_stock", "peft_target_loss", "sparse_before", "sparse_cast", "sparse_fold", "sparse", "dense")
+VARIANTS = ("peft_stock", "peft_target_loss", "sparse_before", "sparse_cast", "sparse_fold", "sparse", "dense",
+            "sparse_compiled")
 LEVERS = {  # frozen_weights, fold, gamma
     "sparse_before": ("fp32", "per-micro-batch", 1.0),
     "sparse_cast": ("compute-dtype", "per-micro-batch", 1.0),
     "sparse_fold": ("fp32", "per-step", 1.0),
     "sparse": ("compute-dtype", "per-step", 1.0),
     "dense": ("compute-dtype", "per-step", 0.0),
+    "sparse_compiled": ("compute-dtype", "per-step", 1.0),
 }
 REFERENCE = "peft_stock"
 
@@ -124,6 +129,8 @@ def _jumplora_variant(name, base, config, kind, targets, accelerator, stack, ste
     method.before_task(ctx)
     if frozen == "compute-dtype":  # held for the whole task, as run_continual does
         stack.enter_context(frozen_weights_in(model, torch.bfloat16 if config.precision == "bf16" else None))
+    if name.endswith("_compiled"):
+        print(f"{name}: {compile_blocks(model, 'blocks')} blocks compiled", flush=True)
     model.train()
 
     def step(micro_batches):
@@ -163,11 +170,14 @@ def main() -> None:
         variants = [_peft_variant(n, base, config, kind, targets, accelerator) if n.startswith("peft")
                     else _jumplora_variant(n, base, config, kind, targets, accelerator, stack, all_steps)
                     for n in names]
+        first_step: dict[str, float] = {}
         for variant in variants:  # the first loss: equal A, B and batch give equal losses (a sanity check)
             for w in range(args.warmup):
+                started = time.perf_counter()
                 loss = variant.step(pick[w % len(pick)])
                 if w == 0:
-                    print(f"{variant.name}: first loss {loss:.6f}", flush=True)
+                    first_step[variant.name] = time.perf_counter() - started
+                    print(f"{variant.name}: first loss {loss:.6f} ({first_step[variant.name]:.1f} s)", flush=True)
         for r in range(args.rounds):
             batch = pick[r % len(pick)]
             this_round = {}
@@ -184,7 +194,7 @@ def main() -> None:
     ref = summary(times[REFERENCE])["median"] if REFERENCE in times else None
     results = {}
     for name in names:
-        results[name] = {"seconds": summary(times[name]),
+        results[name] = {"seconds": summary(times[name]), "first_step_seconds": first_step.get(name),
                          "speedup_vs_peft_stock_of_medians": ref / summary(times[name])["median"] if ref else None,
                          "paired_speedup_vs_peft_stock": summary(paired[name]) if paired[name] else None}
     report = {"command": command_line(), "environment": environment(), "task": args.task,

@@ -15,10 +15,12 @@ import pytest
 import torch
 
 import jumplora.train as train
+from jumplora.analysis.report import _lambda_text, build_report
 from jumplora.config import RunConfig
 from jumplora.ella_lambdas import PAPER_GRID, PAPER_LAMBDAS, TABLE8_LAMBDAS, lambdas_for, parse_grid
 from jumplora.errors import ConfigError, RunDirectoryError
 from jumplora.methods.ella import ELLA
+from jumplora.rundir import load_run
 from jumplora.rundir.lambda_search import Candidate, LambdaSearch
 from jumplora.testing import tiny_llama
 from jumplora.updates import ModuleUpdate, TaskUpdate
@@ -131,12 +133,21 @@ def test_the_search_keeps_the_best_candidate_and_evaluates_only_validation_data_
     assert [line for line in lines if line["task"] == "COPA"] == best["losses"]
     assert not (result.run_dir / "lambda_search" / "01-COPA").exists()
 
+    # `jumplora report` shows the search: the λ kept for COPA (none for CB) and every candidate's score
+    report = build_report([load_run(result.run_dir)])
+    table = next(t for t in report.tables if t.name == "lambda_search")
+    [row] = table.rows
+    assert row[1] == "COPA" and row[2] == _lambda_text(best["lambda"]) and row[4] == "yes"
+    assert row[3].count(":") == len(GRID) and f"**{_lambda_text(best['lambda'])}: " in row[3]
+    assert {(r[3], r[6]) for r in table.csv_rows} == {(v, t) for v in GRID for t in ("CB", "COPA")}
+
     # the sequence continues from the best candidate's model: a run with that λ fixed ends with the same files
     fixed = run_search(tiny_config(tmp_path, name="fixed", **{**SEARCH, "ella_lambda": f"0,{best['lambda']!r}"}),
                        monkeypatch)
     for name in ("updates/01-COPA.safetensors", "accuracy_matrix.csv", "losses.jsonl", "method_state/01.pt"):
         assert (result.run_dir / name).read_bytes() == (fixed.run_dir / name).read_bytes(), name
     assert result.accuracy_matrix == fixed.accuracy_matrix
+    assert "lambda_search" not in [t.name for t in build_report([load_run(fixed.run_dir)]).tables]
 
 
 def kill_after_the_second_record(patch):

@@ -38,6 +38,20 @@ def test_a_stage_peak_starts_at_the_reset_and_freed_memory_goes_back():
     assert memory.peak_mb() < start + 100  # ... until the next stage starts
 
 
+@linux
+def test_trimming_the_heap_gives_back_freed_blocks_below_the_mmap_threshold():
+    memory.configure_allocator()
+    memory.release_memory()
+    start = memory.current_rss_mb()
+    blocks = [torch.ones(2 * 2**20 // 4) for _ in range(300)]  # 600 MiB of 2 MiB blocks, from the heap
+    assert memory.current_rss_mb() >= start + 500
+    del blocks[::2]  # 300 MiB freed between live blocks: holes the heap keeps for reuse ...
+    assert memory.current_rss_mb() >= start + 500
+    memory.trim_heap()
+    assert memory.current_rss_mb() < start + 400  # ... until the trim after each optimiser step
+    del blocks
+
+
 def _record(peak):
     return TaskRecord(stage=("cb",), steps=1, peak_memory_mb=peak)
 

@@ -169,6 +169,9 @@ class RunConfig:
                                               "(examples x longest) exceed this into smaller ones of the same step, "
                                               "where that changes nothing (the step's token-mean loss, no LoRA "
                                               "dropout); bounds the memory of the longest texts; none: never cut")
+    compile: str = _opt(OUTPUT, "none", "training: each transformer block through torch.compile for element-wise "
+                        "fusion (blocks; eager with a warning where the compiler does not work) or eager (none); "
+                        "see benchmarks/step_time.md for what it costs and saves", choices=("none", "blocks"))
     generation_stop: str = _opt(OUTPUT, "decided", "greedy evaluation: stop each row once its exact-match outcome "
                                 "is decided (jumplora.greedy; the same accuracy, wrong answers kept only up to where "
                                 "they went wrong) or at EOS / the budget (model.generate)", choices=("decided", "eos"))

@@ -4,11 +4,17 @@ Why the allocator matters: a CPU training step allocates and frees hundreds of a
 of a few hundred KiB to tens of MiB, of shapes that change with every micro-batch's length. glibc's
 malloc serves the mid-sized ones from its heap and raises its mmap threshold as large blocks are
 freed, so freed memory stays mapped: over one 44-step task the resident set of a 135 M-parameter run
-climbed from 2.8 GB to 6.0 GB while the live tensors never exceeded ~2.5 GB. Fixing the mmap
-threshold at 1 MiB (blocks above it are returned to the system when freed) and trimming the heap at
-task boundaries keeps the resident set near the live memory, at no measured cost in speed
-(benchmarks/memory.md). The settings are those of `MALLOC_MMAP_THRESHOLD_` / `MALLOC_TRIM_THRESHOLD_`,
-applied with mallopt(3) so that no user has to export anything; an explicit environment variable wins.
+climbed from 2.8 GB to 6.0 GB (11 GB over a whole IncLoRA run) while the live tensors never exceeded
+~2.5 GB. The opposite extreme, an mmap threshold of 1 MiB (what this project set first), keeps the
+resident set near the live memory but maps every block over 1 MiB afresh and faults it in page by
+page: 5 million page faults and 7 s of kernel time in a 21 s step (benchmarks/allocator.md). The
+setting kept is in between: the mmap threshold fixed at 4 MiB (the many 1-4 MiB hidden-state blocks
+are reused from the heap; glibc's own growth of the threshold, and the heap growth behind it, is
+off), the trim threshold at 32 MiB, and the heap trimmed after every optimiser step (`trim_heap`)
+and at task boundaries (`release_memory`): about 1 s of kernel time a step, and a resident set that
+returns to the live memory between steps. The settings are those of `MALLOC_MMAP_THRESHOLD_` /
+`MALLOC_TRIM_THRESHOLD_`, applied with mallopt(3) so that no user has to export anything; an explicit
+environment variable wins (`MALLOC_MMAP_THRESHOLD_=1048576` trades that speed for ~0.6 GB less peak).
 
 Peak memory: `ru_maxrss` is the peak of the whole process, so after a resume it misses the earlier
 attempts, and it cannot say which stage peaked. Each stage instead resets the kernel's high-water
@@ -27,7 +33,7 @@ import sys
 
 import torch
 
-MMAP_THRESHOLD = 1 << 20   # bytes; mallopt M_MMAP_THRESHOLD
+MMAP_THRESHOLD = 4 << 20   # bytes; mallopt M_MMAP_THRESHOLD
 TRIM_THRESHOLD = 32 << 20  # bytes; mallopt M_TRIM_THRESHOLD
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
 
@@ -62,6 +68,14 @@ def configure_allocator() -> bool:
     if "MALLOC_TRIM_THRESHOLD_" not in os.environ:
         applied |= bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
     return applied
+
+
+def trim_heap() -> None:
+    """Return the heap's free pages to the system (malloc_trim(0)); once per optimiser step, ~1 s of
+    page faults in a 15 s CPU step spent refilling them, against a heap that otherwise only grows."""
+    libc = _glibc()
+    if libc is not None and not torch.cuda.is_available():
+        libc.malloc_trim(0)
 
 
 def release_memory() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from jumplora import memory
 from jumplora.compute_dtype import compute_dtype
 from jumplora.data.batches import cut_micro_batch
 from jumplora.errors import TrainingError
@@ -51,6 +52,7 @@ def train_task(ctx: TaskContext, method: Method, accelerator, logger: Logger) ->
             adapters.set_gamma(schedule.gamma(step))
         method.on_step(ctx)
         sums = optimiser_step(ctx, method, accelerator, optimizer, trainable, micro_batches)
+        memory.trim_heap()  # the step's activations are freed: give their pages back (memory.py)
         scheduler.step()
         record = {"task": ctx.task, "step": step, "loss": sum(sums.values()), **sums,
                   "gamma": adapters.gamma, "lr": scheduler.get_last_lr()[0]}
@@ -175,16 +177,20 @@ def task_loss(model, batch: dict[str, torch.Tensor], kind: str, reduction: str =
 
     For causal LMs the vocabulary projection runs only where a loss is taken (the target
     tokens), not over the whole prompt: with ~50k-token vocabularies that is most of the
-    memory and much of the time of a step.
+    memory and much of the time of a step. No KV cache (`use_cache=False`): a training forward
+    never reads one, and a cache's per-layer state would make `compile: blocks` trace every block anew.
     """
     if kind == "seq2seq":
         labels = batch["labels"]
+        inputs = dict(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels,
+                      use_cache=False)
         if reduction == "mean":  # the model's own token mean
-            return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).logits
+            return model(**inputs).loss
+        logits = model(**inputs).logits
         keep = labels != -100
         return F.cross_entropy(logits[keep].float(), labels[keep], reduction=reduction)
-    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                              use_cache=False).last_hidden_state
     labels = batch["labels"][:, 1:]
     keep = labels != -100
     logits = model.get_output_embeddings()(hidden[:, :-1][keep])

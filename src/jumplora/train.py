@@ -14,6 +14,7 @@ import time
 import torch
 
 from jumplora import memory
+from jumplora.compile import compiled_blocks
 from jumplora.compute_dtype import frozen_weights_in, held_dtype
 from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_tasks, task_seed
@@ -154,7 +155,7 @@ class _LoopStage(StageRunner):
         self.scale_out.seed_process(task_seed(self.config.seed, self.name, "process"))  # A alike, dropout not
         ctx = self._context(adapters)
         self.method.before_task(ctx)
-        with frozen_weights_in(self.model, self.held):
+        with frozen_weights_in(self.model, self.held), compiled_blocks(self.model, self.config.compile):
             losses = train_task(ctx, self.method, self.accelerator, self.logger)
         # merge: β·ΔW_final into the base weights, adapters removed
         self.method.before_merge(ctx)

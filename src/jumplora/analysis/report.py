@@ -14,6 +14,9 @@ fwt_reference names (`Run.derived_fwt_final`): no re-running.
 Sparsity and overlap are computed from the stored updates (see `jumplora.analysis.stats`),
 unfinished runs included (over the tasks they finished).
 
+A run that searched ELLA's λ (`--ella-lambda search`) adds a table of the λ kept per task and every
+candidate's validation score, from its lambda_search/ records.
+
 Given folders written by `jumplora forget` (`Removal`s), the report adds the leave-one-task-out
 table: how each task's accuracy moves when one task's update is subtracted from the final model,
 JumpLoRA beside its base method.
@@ -497,6 +500,39 @@ def table_thresholds(runs: list[Run]) -> Table:
                  ["path", "method", "task", "threshold_change", "sparsity"], csv_rows, "(no JumpLoRA run)")
 
 
+def table_lambda_search(runs: list[Run]) -> Table:
+    """ELLA's λ per task as `--ella-lambda search` chose it, with every candidate's validation score."""
+    columns = ["Run", "Task", "λ kept", "Mean validation accuracy (%) per λ tried", "Complete"]
+    rows, csv_rows = [], []
+    for run in runs:
+        for stage, record in run.lambda_searches():
+            kept = record.get("best")
+            scores = [(c["lambda"], c["mean_validation_accuracy"]) for c in record.get("candidates", [])]
+            cells = [f"**{_lambda_text(v)}: {a:.2f}**" if v == kept else f"{_lambda_text(v)}: {a:.2f}"
+                     for v, a in scores]
+            rows.append([str(run.path), stage, _lambda_text(kept), ", ".join(cells),
+                         "yes" if record.get("complete") else f"{len(scores)} of {len(record.get('grid', []))}"])
+            for candidate in record.get("candidates", []):
+                for task, accuracy in candidate["validation_accuracy"].items():
+                    csv_rows.append([str(run.path), run.label, stage, candidate["lambda"], candidate["lambda"] == kept,
+                                     candidate["mean_validation_accuracy"], task, accuracy])
+    caption = (
+        "`--ella-lambda search` (Appendix A.2): at each task from the second on, one training per λ of the grid; "
+        "the λ kept (bold) maximises the mean validation accuracy over the tasks so far, past and current "
+        "(ties: the earlier λ). Read from lambda_search/; the CSV has each task's validation accuracy."
+    )
+    return Table("lambda_search", "ELLA's λ chosen on validation data", caption, columns, rows,
+                 ["path", "method", "stage", "lambda", "kept", "mean_validation_accuracy", "task",
+                  "validation_accuracy"], csv_rows, "(no run searched λ)")
+
+
+def _lambda_text(value) -> str:
+    if value is None:
+        return DASH
+    value = float(value)
+    return f"{value:g}" if value < 1e4 else f"{value:.0e}".replace("e+0", "e").replace("e+", "e")
+
+
 def _mean(values) -> float:
     values = [v for v in values if not _missing(v)]
     return sum(values) / len(values) if values else math.nan
@@ -559,8 +595,9 @@ def table_leave_one_out(removals: list[Removal]) -> Table:
 
 
 def build_report(runs: list[Run], layer="middle", removals: list[Removal] | None = None) -> Report:
-    """All tables of the report for `runs` (see the module docstring); the leave-one-task-out table
-    when `removals` (folders written by `jumplora forget`) are given."""
+    """All tables of the report for `runs` (see the module docstring); the λ search table when a run
+    searched ELLA's λ, the leave-one-task-out table when `removals` (folders written by `jumplora
+    forget`) are given."""
     groups = group_runs(runs)
     report = Report(runs, groups)
     unfinished = [r for r in runs if not r.finished]
@@ -571,11 +608,12 @@ def build_report(runs: list[Run], layer="middle", removals: list[Removal] | None
             + ", ".join(f"{r.path} ({r.completed}/{len(r.stages)})" for r in unfinished)
             + "."
         )
+    searched = any(run.lambda_searches() for run in runs)
     report.tables = [table1(groups), table2(groups), table_paired(groups), table3(runs),
-                     table_sparsity(groups, layer),
-                     table_thresholds(runs), table_per_order(groups), table_runs(runs)]
-    if removals:
-        report.tables.insert(6, table_leave_one_out(list(removals)))
+                     table_sparsity(groups, layer), table_thresholds(runs),
+                     *([table_lambda_search(runs)] if searched else []),
+                     *([table_leave_one_out(list(removals))] if removals else []),
+                     table_per_order(groups), table_runs(runs)]
     return report
 
 

@@ -159,6 +159,18 @@ class Run:
             by_stage.setdefault(record["task"], []).append(record)
         return by_stage
 
+    def lambda_searches(self) -> list[tuple[str, dict]]:
+        """(stage name, record) of each `--ella-lambda search` stage, in stage order ([] when none).
+
+        A record is `lambda_search/NN-STAGE.json` as written (`jumplora.rundir.lambda_search`): its
+        grid, every candidate tried with its validation accuracies and their mean, and the λ kept."""
+        found = []
+        for stage in self.stages:
+            path = layout.lambda_search_record_path(self.path, stage.index, stage.name)
+            if path.is_file():
+                found.append((stage.name, read_json_object(path)))
+        return found
+
     def fwt_reference(self) -> Path | None:
         """The `single` run whose diagonal gave FWT's a_{0,i} (metrics.json's fwt_reference).
 
