@@ -36,6 +36,27 @@ def train_steps(config: RunConfig, task: str, tokenizer, kind: str) -> list[list
     return _steps_to_train(_stage_batches([task], data, tokenizer, kind, config), config, task)
 
 
+def sparse_stage(config: RunConfig, loaded, task: str, steps: list[list[dict]]):
+    """JumpLoRA adapters injected as a sparse (γ = 1) stage of `task` trains them, with B ~ N(0, 0.01) so
+    that the gate is realistic: (TaskContext, method, AdamW optimiser, trainable parameters)."""
+    from jumplora.injection import inject_adapters
+    from jumplora.methods import TaskContext, build_method
+    from jumplora.schedule import JumpSchedule
+
+    method = build_method(config)
+    adapters = inject_adapters(loaded.model, method.adapter_config(tuple(loaded.target_modules)))
+    for layer in adapters.layers.values():
+        torch.nn.init.normal_(layer.lora_B, std=0.01)
+    adapters.init_thresholds()
+    adapters.set_gamma(1.0)
+    trainable = [p for p in adapters.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
+    ctx = TaskContext(model=loaded.model, config=config, kind=loaded.kind, task=task, task_index=0,
+                      adapters=adapters, schedule=JumpSchedule.for_task(len(steps), config.s_start, config.s_final),
+                      steps=steps, train_batches=[], compute_loss=lambda batch: None)
+    return ctx, method, optimizer, trainable
+
+
 def step_shape(step: list[dict]) -> dict:
     """Examples, prompt slots, real tokens and target tokens of one optimiser step."""
     slots = sum(b["input_ids"].numel() for b in step)

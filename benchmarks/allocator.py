@@ -27,15 +27,12 @@ import resource
 import time
 
 import torch
-from _shared import ROOT, command_line, preset_config, train_steps
+from _shared import ROOT, command_line, preset_config, sparse_stage, train_steps
 
 from jumplora import memory
 from jumplora.compute_dtype import frozen_weights_in
 from jumplora.device import make_accelerator
-from jumplora.injection import inject_adapters
-from jumplora.methods import TaskContext, build_method
 from jumplora.models import load_model
-from jumplora.schedule import JumpSchedule
 from jumplora.step import optimiser_step
 
 ALLOCATORS = ("glibc", "mmap-1mib", "trim-step", "mmap-4mib+trim", "mmap-16mib+trim")
@@ -83,17 +80,7 @@ def main() -> None:
     loaded = load_model(config.model, progress=False)
     model, kind = loaded.model, loaded.kind
     steps = train_steps(config, args.task, loaded.tokenizer, kind)[: args.steps]
-    method = build_method(config)
-    adapters = inject_adapters(model, method.adapter_config(tuple(loaded.target_modules)))
-    for layer in adapters.layers.values():
-        torch.nn.init.normal_(layer.lora_B, std=0.01)
-    adapters.init_thresholds()
-    adapters.set_gamma(1.0)
-    trainable = [p for p in adapters.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate)
-    ctx = TaskContext(model=model, config=config, kind=kind, task=args.task, task_index=0, adapters=adapters,
-                      schedule=JumpSchedule.for_task(len(steps), config.s_start, config.s_final), steps=steps,
-                      train_batches=[], compute_loss=lambda batch: None)
+    ctx, method, optimizer, trainable = sparse_stage(config, loaded, args.task, steps)
     memory.release_memory()
     memory.reset_peak()
     per_step = []

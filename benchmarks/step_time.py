@@ -194,7 +194,7 @@ def main() -> None:
     ref = summary(times[REFERENCE])["median"] if REFERENCE in times else None
     results = {}
     for name in names:
-        results[name] = {"seconds": summary(times[name]), "first_step_seconds": first_step.get(name),
+        results[name] = {"seconds": summary(times[name]), "samples": times[name], "first_step_seconds": first_step.get(name),
                          "speedup_vs_peft_stock_of_medians": ref / summary(times[name])["median"] if ref else None,
                          "paired_speedup_vs_peft_stock": summary(paired[name]) if paired[name] else None}
     report = {"command": command_line(), "environment": environment(), "task": args.task,

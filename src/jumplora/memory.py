@@ -14,7 +14,7 @@ off), the trim threshold at 32 MiB, and the heap trimmed after every optimiser s
 and at task boundaries (`release_memory`): about 1 s of kernel time a step, and a resident set that
 returns to the live memory between steps. The settings are those of `MALLOC_MMAP_THRESHOLD_` /
 `MALLOC_TRIM_THRESHOLD_`, applied with mallopt(3) so that no user has to export anything; an explicit
-environment variable wins (`MALLOC_MMAP_THRESHOLD_=1048576` trades that speed for ~0.6 GB less peak).
+environment variable wins (`MALLOC_MMAP_THRESHOLD_=1048576` trades that speed for ~0.9 GiB less peak).
 
 Peak memory: `ru_maxrss` is the peak of the whole process, so after a resume it misses the earlier
 attempts, and it cannot say which stage peaked. Each stage instead resets the kernel's high-water
