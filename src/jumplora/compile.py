@@ -10,7 +10,8 @@ modules and passes their parameters as inputs).
 
 The adapters inside need nothing: under the per-step fold their forward is one `F.linear` with the
 step's folded weight. The compiler is optional: `probe()` compiles and runs a two-op function once;
-when that fails (no C++ compiler, a torch without inductor) the run warns in one line and stays eager.
+when that fails (no C++ compiler, a torch without inductor) the run warns in one line and stays eager,
+and a later graph the compiler fails on runs eager too (dynamo's `suppress_errors`).
 Whether it pays is measured by `benchmarks/step_time.py` (variant `sparse_compiled`): compile time
 against the saving per step.
 """
@@ -67,6 +68,7 @@ def compile_blocks(model: nn.Module, mode: str) -> int:
     config = torch._dynamo.config
     limit_name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
     setattr(config, limit_name, max(getattr(config, limit_name), RECOMPILE_LIMIT))
+    config.suppress_errors = True  # a graph the compiler fails on runs eager: a compile never ends a run
     blocks = transformer_blocks(model)
     for block in blocks:
         block.compile(dynamic=True)
