@@ -21,7 +21,6 @@ kernel time), its minor page faults, the resident set and the high-water mark:
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import resource
 import time
@@ -70,10 +69,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    libc = ctypes.CDLL("libc.so.6")
+    libc = memory._glibc()  # the project's own handle and <malloc.h> constants
     if args.allocator in MMAP_MIB:
-        libc.mallopt(-3, MMAP_MIB[args.allocator] << 20)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 32 << 20)                        # M_TRIM_THRESHOLD
+        libc.mallopt(memory._M_MMAP_THRESHOLD, MMAP_MIB[args.allocator] << 20)
+        libc.mallopt(memory._M_TRIM_THRESHOLD, memory.TRIM_THRESHOLD)
     trim = args.allocator == "trim-step" or args.allocator.endswith("+trim")
     config = preset_config(method="jumplora")
     accelerator = make_accelerator(config)
@@ -90,7 +89,7 @@ def main() -> None:
             before, started = _usage(), time.perf_counter()
             optimiser_step(ctx, method, accelerator, optimizer, trainable, step)
             if trim:
-                libc.malloc_trim(0)
+                memory.trim_heap()
             after = _usage()
             per_step.append({"seconds": time.perf_counter() - started,
                              **{k: after[k] - before[k] for k in after},

@@ -608,10 +608,10 @@ def build_report(runs: list[Run], layer="middle", removals: list[Removal] | None
             + ", ".join(f"{r.path} ({r.completed}/{len(r.stages)})" for r in unfinished)
             + "."
         )
-    searched = any(run.lambda_searches() for run in runs)
+    searches = table_lambda_search(runs)  # reads each run's lambda_search/ once
     report.tables = [table1(groups), table2(groups), table_paired(groups), table3(runs),
                      table_sparsity(groups, layer), table_thresholds(runs),
-                     *([table_lambda_search(runs)] if searched else []),
+                     *([searches] if searches.rows else []),
                      *([table_leave_one_out(list(removals))] if removals else []),
                      table_per_order(groups), table_runs(runs)]
     return report
