@@ -34,7 +34,7 @@ from jumplora.device import make_accelerator
 from jumplora.models import load_model
 from jumplora.step import optimiser_step
 
-ALLOCATORS = ("glibc", "mmap-1mib", "trim-step", "mmap-4mib+trim", "mmap-16mib+trim")
+ALLOCATORS = ("glibc", "mmap-1mib", "trim-step", "mmap-4mib+trim", "mmap-16mib+trim", "mimalloc")
 MMAP_MIB = {"mmap-1mib": 1, "mmap-4mib+trim": 4, "mmap-16mib+trim": 16}
 
 
@@ -69,6 +69,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.allocator == "mimalloc" and not memory.preloaded_allocator():
+        raise SystemExit("--allocator mimalloc: start the process with LD_PRELOAD=<libmimalloc.so>")
     libc = memory._glibc()  # the project's own handle and <malloc.h> constants
     if args.allocator in MMAP_MIB:
         libc.mallopt(memory._M_MMAP_THRESHOLD, MMAP_MIB[args.allocator] << 20)

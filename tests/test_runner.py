@@ -184,6 +184,8 @@ def test_resume_after_kill_9_from_the_command_line(tmp_path):
     resumed = subprocess.run(args + ["--output-dir", str(tmp_path / "b")], env=env, capture_output=True, text=True,
                              timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    if sys.platform.startswith("linux"):  # the command relaunched itself under the mimalloc wheel (allocator.py)
+        assert json.loads(read(tmp_path / "a" / "environment.json"))["malloc"] == "mimalloc"
     metrics_a = json.loads(read(tmp_path / "a" / "metrics.json"))
     metrics_b = json.loads(read(tmp_path / "b" / "metrics.json"))
     for key in ("OA", "BWT", "sparsity", "forgetting"):

@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 
+from jumplora import allocator
 from jumplora.errors import UserError
 
 # sub-command name -> module exposing `register(subparsers)`; imported lazily so that
@@ -20,6 +21,8 @@ SUBCOMMANDS = {
     "export": "jumplora.commands.export",
     "forget": "jumplora.commands.forget",
 }
+# the commands that train or evaluate a model: relaunched under mimalloc (allocator.py) when run from a shell
+HEAVY = ("run", "forget")
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -38,11 +41,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command line; `argv` given (tests, Python callers): the same, in this process as it is."""
+    from_shell = argv is None
     argv = sys.argv[1:] if argv is None else argv
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(only=command if command in SUBCOMMANDS else None)
     args = parser.parse_args(argv)
     try:
+        if from_shell and args.command in HEAVY:  # after parsing: --help and bad flags need no relaunch
+            allocator.relaunch_under_mimalloc([sys.executable, "-m", "jumplora", *argv])
         return int(args.func(args) or 0)
     except UserError as error:
         print(f"jumplora {args.command}: error: {error}", file=sys.stderr)

@@ -33,6 +33,8 @@ import sys
 
 import torch
 
+from jumplora.allocator import preloaded_allocator
+
 MMAP_THRESHOLD = 4 << 20   # bytes; mallopt M_MMAP_THRESHOLD
 TRIM_THRESHOLD = 32 << 20  # bytes; mallopt M_TRIM_THRESHOLD
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # <malloc.h>
@@ -60,7 +62,7 @@ def configure_allocator() -> bool:
     Returns whether the settings were applied: not on other platforms or C libraries, and not for
     a threshold the user set through its environment variable."""
     libc = _glibc()
-    if libc is None:
+    if libc is None or preloaded_allocator() is not None:  # another malloc serves this process
         return False
     applied = False
     if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
@@ -74,7 +76,7 @@ def trim_heap() -> None:
     """Return the heap's free pages to the system (malloc_trim(0)); once per optimiser step, ~1 s of
     page faults in a 15 s CPU step spent refilling them, against a heap that otherwise only grows."""
     libc = _glibc()
-    if libc is not None and not torch.cuda.is_available():
+    if libc is not None and not torch.cuda.is_available() and preloaded_allocator() is None:
         libc.malloc_trim(0)
 
 
@@ -133,3 +135,4 @@ def current_rss_mb() -> float:
         return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
     except (OSError, ValueError):
         return 0.0
+

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from jumplora.allocator import allocator_name
 from jumplora.atomic import atomic_write, atomic_write_json, atomic_write_text, is_temporary
 from jumplora.config import RESULT_AFFECTING, RunConfig, with_legacy_values
 from jumplora.data import DataProtocol, FolderSource, TaskData, resolve_data_dir
@@ -68,6 +69,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "malloc": allocator_name(),  # mimalloc where `jumplora run` relaunched under it (allocator.py)
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
