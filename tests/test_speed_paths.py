@@ -8,6 +8,7 @@
 """
 
 import json
+import math
 
 import pytest
 import torch
@@ -178,3 +179,24 @@ def test_a_gated_layer_with_dropout_and_a_loss_term_trains(tmp_path, fold):
     run_dir, _, _ = tiny_run(tmp_path, "causal", method="jumplora+ella", precision="fp32", lora_dropout=0.1, fold=fold)
     losses = _losses(run_dir)
     assert any(r["gamma"] > 0 and r.get("ella_penalty") for r in losses)
+
+
+def test_the_token_cap_also_cuts_under_lora_dropout(tmp_path, monkeypatch):
+    # IncLoRA trains with dropout 0.1: its widest micro-batches must be bounded by the cap as well
+    import jumplora.step
+
+    seen = {}
+    real = jumplora.step.task_loss
+
+    def recording(model, batch, kind, reduction="mean"):
+        rows, width = batch["input_ids"].shape
+        seen.setdefault(run, []).append((rows, rows * width))
+        return real(model, batch, kind, reduction)
+
+    monkeypatch.setattr(jumplora.step, "task_loss", recording)
+    for run, cap in (("whole", None), ("cut", 40)):
+        run_dir, _, _ = tiny_run(tmp_path / run, "causal", method="inclora", precision="fp32", lora_dropout=0.1,
+                                 max_micro_batch_tokens=cap)
+        assert all(math.isfinite(r["loss"]) for r in _losses(run_dir))
+    assert max(tokens for _, tokens in seen["whole"]) > 40  # the cap had something to cut
+    assert all(tokens <= 40 or rows == 1 for rows, tokens in seen["cut"])

@@ -166,9 +166,10 @@ class RunConfig:
                      "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
                      choices=("per-step", "per-micro-batch"))
     max_micro_batch_tokens: int | None = _opt(OUTPUT, 2048, "cut a training micro-batch whose padded tokens "
-                                              "(examples x longest) exceed this into smaller ones of the same step, "
-                                              "where that changes nothing (the step's token-mean loss, no LoRA "
-                                              "dropout); bounds the memory of the longest texts; none: never cut")
+                                              "(examples x longest) exceed this into smaller ones of the same step "
+                                              "(under the step's token-mean loss, where the pieces give the same "
+                                              "loss; LoRA dropout then draws its masks per piece); bounds the "
+                                              "memory of the longest texts; none: never cut")
     compile: str = _opt(OUTPUT, "none", "training: each transformer block through torch.compile for element-wise "
                         "fusion (blocks; eager with a warning where the compiler does not work) or eager (none); "
                         "see benchmarks/step_time.md for what it costs and saves", choices=("none", "blocks"))

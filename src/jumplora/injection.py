@@ -117,10 +117,6 @@ class AdapterSet:
             layer.forget_step_updates()
 
     @property
-    def has_dropout(self) -> bool:
-        return any(isinstance(layer.dropout, nn.Dropout) for layer in self.layers.values())
-
-    @property
     def gamma(self) -> float:
         return next(iter(self.layers.values())).gamma if self.layers else 0.0
 

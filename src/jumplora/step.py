@@ -126,10 +126,11 @@ def optimiser_step(ctx: TaskContext, method: Method, accelerator, optimizer, tra
 
 
 def _memory_bounded(micro_batches: list[dict], ctx: TaskContext) -> list[dict]:
-    """The micro-batches with the long ones cut to `max_micro_batch_tokens` (data/batches.py), where a
-    cut changes nothing: the step's token-mean loss, and no LoRA dropout (a cut would draw other masks)."""
+    """The micro-batches with the long ones cut to `max_micro_batch_tokens` (data/batches.py), under
+    the step's token-mean loss, where the pieces sum to the same loss and gradient. With LoRA dropout
+    the pieces draw their masks piece by piece: the same distribution, other draws than uncut."""
     cap = ctx.config.max_micro_batch_tokens
-    if cap is None or ctx.config.loss_mean != "step" or ctx.adapters.has_dropout:
+    if cap is None or ctx.config.loss_mean != "step":
         return micro_batches
     return [piece for batch in micro_batches for piece in cut_micro_batch(batch, cap)]
 
