@@ -11,7 +11,8 @@ from jumplora import allocator
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and /proc are Linux's")
 
 # a child that says which malloc it runs under
-REPORT = [sys.executable, "-c", "from jumplora.allocator import preloaded_allocator; print(preloaded_allocator())"]
+REPORT = [sys.executable, "-c", "import os; from jumplora.allocator import preloaded_allocator; "
+          "print(preloaded_allocator(), os.environ.get('MIMALLOC_ALLOW_THP'))"]
 
 
 def _relaunch(env_changes: dict[str, str | None]) -> subprocess.CompletedProcess:
@@ -32,9 +33,12 @@ def test_the_wheel_ships_the_library():
 
 @linux
 def test_the_relaunched_process_runs_under_mimalloc():
-    done = _relaunch({allocator.ENV: None, "JUMPLORA_RELAUNCHED": None})
+    done = _relaunch({allocator.ENV: None, "JUMPLORA_RELAUNCHED": None, "MIMALLOC_ALLOW_THP": None})
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "mimalloc"  # the exec replaced the process: no 'declined' line
+    assert done.stdout.strip() == "mimalloc 0"  # the exec replaced the process: no 'declined' line
+    # a user's own mimalloc setting is kept
+    done = _relaunch({allocator.ENV: None, "JUMPLORA_RELAUNCHED": None, "MIMALLOC_ALLOW_THP": "1"})
+    assert done.stdout.strip() == "mimalloc 1"
 
 
 @linux

@@ -82,6 +82,9 @@ def relaunch_under_mimalloc(command: list[str]) -> None:
     env = dict(os.environ)
     env["LD_PRELOAD"] = ":".join(filter(None, [str(library), env.get("LD_PRELOAD", "")]))
     env[_RELAUNCHED] = "1"
+    # mimalloc's transparent huge pages cost 3-6 s of kernel time a CPU step in page compaction, for
+    # no lower peak (benchmarks/allocator.md); a user's own setting wins
+    env.setdefault("MIMALLOC_ALLOW_THP", "0")
     sys.stdout.flush()
     sys.stderr.flush()
     os.execve(command[0], command, env)

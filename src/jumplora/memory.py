@@ -15,6 +15,8 @@ and at task boundaries (`release_memory`): about 1 s of kernel time a step, and 
 returns to the live memory between steps. The settings are those of `MALLOC_MMAP_THRESHOLD_` /
 `MALLOC_TRIM_THRESHOLD_`, applied with mallopt(3) so that no user has to export anything; an explicit
 environment variable wins (`MALLOC_MMAP_THRESHOLD_=1048576` trades that speed for ~0.9 GiB less peak).
+All of this is for glibc's own malloc: `jumplora run` normally runs under mimalloc (allocator.py),
+which needs none of it, and then these functions leave glibc alone.
 
 Peak memory: `ru_maxrss` is the peak of the whole process, so after a resume it misses the earlier
 attempts, and it cannot say which stage peaked. Each stage instead resets the kernel's high-water
