@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("--task", default="dbpedia")
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--max-micro-batch-tokens", type=int, default=None,
+                        help="the token cap (default: the preset's, 2048)")
     parser.add_argument("--count-tensors", action="store_true",
                         help="also record the bytes of the tensors Python can reach after each step (gc)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "allocator.jsonl"))
@@ -76,7 +78,8 @@ def main() -> None:
         libc.mallopt(memory._M_MMAP_THRESHOLD, MMAP_MIB[args.allocator] << 20)
         libc.mallopt(memory._M_TRIM_THRESHOLD, memory.TRIM_THRESHOLD)
     trim = args.allocator == "trim-step" or args.allocator.endswith("+trim")
-    config = preset_config(method="jumplora")
+    caps = {} if args.max_micro_batch_tokens is None else {"max_micro_batch_tokens": args.max_micro_batch_tokens}
+    config = preset_config(method="jumplora", **caps)
     accelerator = make_accelerator(config)
     loaded = load_model(config.model, progress=False)
     model, kind = loaded.model, loaded.kind
@@ -100,6 +103,7 @@ def main() -> None:
                 per_step[-1]["tensor_mb"] = _tensor_mb()
             print(json.dumps({k: round(v, 2) for k, v in per_step[-1].items()}), flush=True)
     record = {"command": command_line(), "allocator": args.allocator, "task": args.task,
+              "max_micro_batch_tokens": config.max_micro_batch_tokens,
               "threads": torch.get_num_threads(), "steps": per_step}
     with open(args.out, "a") as handle:
         handle.write(json.dumps(record) + "\n")
