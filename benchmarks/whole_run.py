@@ -40,6 +40,15 @@ def _rss_mb(pid: int) -> float | None:
     return None
 
 
+def _cpu_seconds(pid: int) -> float | None:
+    """User + kernel CPU seconds of a live process (all its threads) from /proc/PID/stat."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 def _pairs(values: list[str], what: str) -> dict[str, str]:
     pairs = {}
     for value in values:
@@ -80,10 +89,12 @@ def main() -> None:
     series.write("seconds,version,rss_mb\n")
     started = time.time()
     peaks = {name: 0.0 for name in versions}
+    cpu = {name: None for name in versions}  # the last sample: a process's CPU time is gone once it exits
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in versions}
     while any(p.poll() is None for p, _ in processes.values()):
         for name, (process, _) in processes.items():
             rss = _rss_mb(process.pid) if process.poll() is None else None
+            cpu[name] = (_cpu_seconds(process.pid) if process.poll() is None else None) or cpu[name]
             if rss is not None:
                 t = time.time() - started
                 series.write(f"{t:.0f},{name},{rss:.0f}\n")
@@ -100,6 +111,9 @@ def main() -> None:
             "src": versions[name], "env": dict(e.split("=", 2)[1:] for e in args.env if e.split("=", 1)[0] == name),
             "exit_code": process.returncode, "output_dir": outputs[name],
             "process_seconds": round(time.time() - began, 1), "wall_time_s": metrics.get("wall_time_s"),
+            # sampled every --every s: short of the true figure by at most that much of CPU time
+            "cpu_seconds_sampled": None if cpu[name] is None else round(cpu[name], 1),
+            "cpu_time_s": metrics.get("cpu_time_s"),
             "stage_wall_time_s": {p.stem: json.loads(p.read_text()).get("wall_time_s") for p in stages},
             "OA": metrics.get("OA"), "BWT": metrics.get("BWT"),
             "sampled_peak_rss_mb": round(peaks[name], 1), "peak_memory_mb": metrics.get("peak_memory_mb"),

@@ -67,7 +67,8 @@ def test_every_method_runs(tmp_path, kind, method):
                  "metrics.json", "losses.jsonl"):
         assert (path / name).is_file(), name
     metrics = json.loads(read(path / "metrics.json"))
-    assert set(["OA", "BWT", "FWT", "sparsity", "wall_time_s", "peak_memory_mb"]) <= set(metrics)
+    assert set(["OA", "BWT", "FWT", "sparsity", "wall_time_s", "peak_memory_mb", "cpu_time_s"]) <= set(metrics)
+    assert 0 < metrics["cpu_time_s"]
     matrix = result.accuracy_matrix
     assert len(matrix) == 2 and all(len(row) == 2 for row in matrix)
     state = json.loads(read(path / "state.json"))

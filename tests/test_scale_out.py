@@ -45,7 +45,7 @@ from jumplora.testing import save_tiny, tiny_llama, tiny_t5
 from jumplora.train import data_protocol, run_continual, task_loss
 from jumplora.updates import TaskUpdate
 
-PROCESS_KEYS = ("wall_time_s", "peak_memory_mb")  # a task record's figures of the process that ran it
+PROCESS_KEYS = ("wall_time_s", "peak_memory_mb", "cpu_time_s")  # a task record's figures of the process that ran it
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "CL_Benchmark"
@@ -103,7 +103,7 @@ def losses(run_dir: Path) -> list[dict]:
 
 def metrics(run_dir: Path) -> dict:
     values = json.loads((run_dir / "metrics.json").read_text())
-    return {k: v for k, v in values.items() if k not in ("wall_time_s", "peak_memory_mb")}
+    return {k: v for k, v in values.items() if k not in ("wall_time_s", "peak_memory_mb", "cpu_time_s")}
 
 
 def assert_same_run(two: Path, one: Path, loss_rtol: float, update_atol: float | None) -> None:

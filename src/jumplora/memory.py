@@ -138,3 +138,10 @@ def current_rss_mb() -> float:
     except (OSError, ValueError):
         return 0.0
 
+
+
+def cpu_seconds() -> float:
+    """CPU seconds this process has used, user and kernel, all its threads (not its children: a
+    compile's worker processes); the cost of a stage whatever else shared the machine."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime

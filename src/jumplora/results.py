@@ -50,6 +50,9 @@ def final_metrics(run: RunDirectory, config: RunConfig, matrices: dict[str, list
     metrics["sparsity"] = {record.name: record.sparsity for record in records}
     metrics["fwt_reference"] = source
     metrics["wall_time_s"] = round(sum(record.wall_time_s for record in records), 1)
+    cpu = [record.cpu_time_s for record in records]
+    # CPU seconds do not depend on what else ran beside the run; None where a record predates them
+    metrics["cpu_time_s"] = None if None in cpu else round(sum(cpu), 1)
     metrics["peak_memory_mb"] = _peak_memory_mb(records)
     return metrics
 

@@ -86,7 +86,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         stage = stages[index]
         name = stage_name(stage)
         row = tasks.index(stage[-1])
-        stage_started = time.time()
+        stage_started, stage_cpu = time.time(), memory.cpu_seconds()
         memory.reset_peak()
         train_batches = [_to_device(b, accelerator.device)
                          for b in _stage_batches(stage, data, tokenizer, kind, config)]
@@ -112,7 +112,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         if not method.keeps_updates:
             update.remove_from(model)
 
-        record = _task_record(stage, runner.schedule, losses, stage_started, update, evaluations, config)
+        record = _task_record(stage, runner.schedule, losses, (stage_started, stage_cpu), update, evaluations, config)
         run.save_stage(index, update, method.state_dict(), matrices, losses, record)
         logger.task_done(name, evaluations, update)
         del runner, trained, train_batches, steps
@@ -205,11 +205,14 @@ def evaluate_on(model, tokenizer, kind: str, task_data, config: RunConfig, accel
     )
 
 
-def _task_record(stage: list[str], schedule: JumpSchedule, losses: list[dict], started: float, update,
+def _task_record(stage: list[str], schedule: JumpSchedule, losses: list[dict], started: tuple[float, float], update,
                  evaluations: dict[str, EvalResult], config: RunConfig) -> TaskRecord:
+    """The stage's record; `started`: the wall clock and the process's CPU seconds at its start."""
+    wall, cpu = started
     return TaskRecord(
         stage=tuple(stage), steps=len(losses), s_start_step=schedule.start, s_final_step=schedule.final,
-        wall_time_s=round(time.time() - started, 2), peak_memory_mb=memory.peak_mb(),
+        wall_time_s=round(time.time() - wall, 2), peak_memory_mb=memory.peak_mb(),
+        cpu_time_s=round(memory.cpu_seconds() - cpu, 1),
         thresholds=update.thresholds, sparsity=update.sparsity(),
         accuracy={task: r.accuracy for task, r in evaluations.items()},
         accuracy_labelled={task: r.accuracy_labelled for task, r in evaluations.items()},

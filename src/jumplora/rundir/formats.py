@@ -186,6 +186,7 @@ class TaskRecord:
     s_final_step: int | None = None
     wall_time_s: float = math.nan
     peak_memory_mb: float | None = None  # the stage's own peak (memory.py); None in records written before it
+    cpu_time_s: float | None = None  # the process's CPU seconds over the stage; None in records written before it
     thresholds: dict[str, float] = field(default_factory=dict)
     sparsity: float = math.nan
     accuracy: dict[str, float] | None = None
@@ -201,7 +202,7 @@ class TaskRecord:
         return {
             "task": self.name, "stage": list(self.stage), "steps": self.steps,
             "s_start_step": self.s_start_step, "s_final_step": self.s_final_step,
-            "wall_time_s": self.wall_time_s, "peak_memory_mb": self.peak_memory_mb,
+            "wall_time_s": self.wall_time_s, "peak_memory_mb": self.peak_memory_mb, "cpu_time_s": self.cpu_time_s,
             "thresholds": self.thresholds, "sparsity": self.sparsity, "accuracy": self.accuracy,
             # on the test records whose label is in the label set (differs for MNLI's '-' records)
             "accuracy_labelled": self.accuracy_labelled,
@@ -230,6 +231,7 @@ class TaskRecord:
                 stage=tuple(stage), steps=steps, s_start_step=value.get("s_start_step"),
                 s_final_step=value.get("s_final_step"), wall_time_s=float(value.get("wall_time_s", math.nan)),
                 peak_memory_mb=None if value.get("peak_memory_mb") is None else float(value["peak_memory_mb"]),
+                cpu_time_s=None if value.get("cpu_time_s") is None else float(value["cpu_time_s"]),
                 thresholds={g: float(t) for g, t in (value.get("thresholds") or {}).items()},
                 sparsity=float(value.get("sparsity", math.nan)),
                 accuracy=_floats(value.get("accuracy")), accuracy_labelled=value.get("accuracy_labelled"),
