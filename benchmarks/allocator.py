@@ -29,6 +29,7 @@ import torch
 from _shared import ROOT, command_line, preset_config, sparse_stage, train_steps
 
 from jumplora import memory
+from jumplora.allocator import preloaded_allocator
 from jumplora.compute_dtype import frozen_weights_in
 from jumplora.device import make_accelerator
 from jumplora.models import load_model
@@ -64,14 +65,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-micro-batch-tokens", type=int, default=None,
-                        help="the token cap (default: the preset's, 2048)")
+                        help="the token cap (default: the preset's)")
     parser.add_argument("--count-tensors", action="store_true",
                         help="also record the bytes of the tensors Python can reach after each step (gc)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "allocator.jsonl"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.allocator == "mimalloc" and not memory.preloaded_allocator():
+    if args.allocator == "mimalloc" and preloaded_allocator() != "mimalloc":
         raise SystemExit("--allocator mimalloc: start the process with LD_PRELOAD=<libmimalloc.so>")
     libc = memory._glibc()  # the project's own handle and <malloc.h> constants
     if args.allocator in MMAP_MIB:

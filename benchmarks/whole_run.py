@@ -93,8 +93,11 @@ def main() -> None:
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in versions}
     while any(p.poll() is None for p, _ in processes.values()):
         for name, (process, _) in processes.items():
-            rss = _rss_mb(process.pid) if process.poll() is None else None
-            cpu[name] = (_cpu_seconds(process.pid) if process.poll() is None else None) or cpu[name]
+            if process.poll() is not None:
+                continue
+            rss, cpu_now = _rss_mb(process.pid), _cpu_seconds(process.pid)
+            if cpu_now is not None:
+                cpu[name] = cpu_now
             if rss is not None:
                 t = time.time() - started
                 series.write(f"{t:.0f},{name},{rss:.0f}\n")

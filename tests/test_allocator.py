@@ -21,7 +21,10 @@ def _relaunch(env_changes: dict[str, str | None]) -> subprocess.CompletedProcess
             f"allocator.relaunch_under_mimalloc({REPORT!r}); print('declined', allocator.preloaded_allocator())")
     env = dict(os.environ)
     for key, value in env_changes.items():
-        env.pop(key, None) if value is None else env.__setitem__(key, value)
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
     return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
 
 

@@ -139,7 +139,6 @@ def current_rss_mb() -> float:
         return 0.0
 
 
-
 def cpu_seconds() -> float:
     """CPU seconds this process has used, user and kernel, all its threads (not its children: a
     compile's worker processes); the cost of a stage whatever else shared the machine."""
