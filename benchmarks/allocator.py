@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import time
 
@@ -30,7 +31,7 @@ from _shared import ROOT, command_line, preset_config, sparse_stage, train_steps
 
 from jumplora import memory
 from jumplora.allocator import preloaded_allocator
-from jumplora.compute_dtype import frozen_weights_in
+from jumplora.compute_dtype import frozen_weights_in, parks_masters
 from jumplora.device import make_accelerator
 from jumplora.models import load_model
 from jumplora.step import optimiser_step
@@ -66,6 +67,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--max-micro-batch-tokens", type=int, default=None,
                         help="the token cap (default: the preset's)")
+    parser.add_argument("--frozen-masters", choices=("disk", "memory"), default=None,
+                        help="where the frozen fp32 originals wait (default: the preset's)")
     parser.add_argument("--count-tensors", action="store_true",
                         help="also record the bytes of the tensors Python can reach after each step (gc)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "allocator.jsonl"))
@@ -80,6 +83,8 @@ def main() -> None:
         libc.mallopt(memory._M_TRIM_THRESHOLD, memory.TRIM_THRESHOLD)
     trim = args.allocator == "trim-step" or args.allocator.endswith("+trim")
     caps = {} if args.max_micro_batch_tokens is None else {"max_micro_batch_tokens": args.max_micro_batch_tokens}
+    if args.frozen_masters is not None:
+        caps["frozen_masters"] = args.frozen_masters
     config = preset_config(method="jumplora", **caps)
     accelerator = make_accelerator(config)
     loaded = load_model(config.model, progress=False)
@@ -89,7 +94,7 @@ def main() -> None:
     memory.release_memory()
     memory.reset_peak()
     per_step = []
-    with frozen_weights_in(model, torch.bfloat16):
+    with frozen_weights_in(model, torch.bfloat16, park=parks_masters(config)):
         model.train()
         for step in steps:
             before, started = _usage(), time.perf_counter()
@@ -104,8 +109,10 @@ def main() -> None:
                 per_step[-1]["tensor_mb"] = _tensor_mb()
             print(json.dumps({k: round(v, 2) for k, v in per_step[-1].items()}), flush=True)
     record = {"command": command_line(), "allocator": args.allocator, "task": args.task,
-              "max_micro_batch_tokens": config.max_micro_batch_tokens,
-              "threads": torch.get_num_threads(), "steps": per_step}
+              "max_micro_batch_tokens": config.max_micro_batch_tokens, "frozen_masters": config.frozen_masters,
+              "threads": torch.get_num_threads(),
+              "mimalloc_options": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MIMALLOC_")},
+              "steps": per_step}
     with open(args.out, "a") as handle:
         handle.write(json.dumps(record) + "\n")
 

@@ -21,7 +21,7 @@ import torch
 from _shared import ROOT, command_line, preset_config, sparse_stage, train_steps
 
 from jumplora import memory
-from jumplora.compute_dtype import frozen_weights_in
+from jumplora.compute_dtype import frozen_weights_in, parks_masters
 from jumplora.device import make_accelerator
 from jumplora.models import load_model
 from jumplora.step import optimiser_step
@@ -48,7 +48,7 @@ def main() -> None:
     memory.release_memory()
     loaded_peak = memory.peak_mb()
     started = time.perf_counter()
-    with frozen_weights_in(model, torch.bfloat16):
+    with frozen_weights_in(model, torch.bfloat16, park=parks_masters(config)):
         model.train()
         for step in widest:
             optimiser_step(ctx, method, accelerator, optimizer, trainable, step)

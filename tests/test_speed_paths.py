@@ -4,7 +4,9 @@
   autocast would have cast them to the same values, so the forward is bit-identical;
 - `fold="per-step"` (adapter.py) folds the gated weight once per optimiser step and sums the
   micro-batch gradients in fp32: the gradient of A, B and τ equals the per-micro-batch one up to the
-  order of a float sum (fp32 tolerance 1e-5 relative).
+  order of a float sum (fp32 tolerance 1e-5 relative);
+- `frozen_masters="disk"` parks the fp32 originals no adapter reads in a temporary file meanwhile and
+  reads them back bit for bit.
 """
 
 import json
@@ -67,6 +69,47 @@ def test_frozen_weights_come_back_as_they_were_and_embeddings_stay_fp32(kind):
     assert after.keys() == before.keys() and all(after[k] is before[k] for k in before)  # the same objects
     assert all(torch.equal(after[k], values[k]) for k in before)
     assert all(layer.master_weight is None for layer in adapters.layers.values())
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+def test_parked_fp32_originals_leave_memory_for_the_block_and_come_back_bit_for_bit(kind):
+    torch.manual_seed(0)
+    model = BUILD[kind](seed=0).model
+    adapters = inject_adapters(model, AdapterConfig(gated=True, rank=2, target_modules=TARGETS[kind]))
+    for layer in adapters.layers.values():
+        torch.nn.init.normal_(layer.lora_B, std=0.05)
+    adapters.init_thresholds()
+    model.eval()
+    before = dict(model.named_parameters())
+    values = {name: p.detach().clone() for name, p in before.items()}
+    lora_bases = {id(layer.base) for layer in adapters.layers.values()}
+    plain_linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear) and id(m) not in lora_bases]
+    originals = {id(m): m.weight for m in plain_linears}
+    tied = {id(m) for m in plain_linears if m.weight is model.get_input_embeddings().weight}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        with frozen_weights_in(model, torch.bfloat16):
+            kept = _forward(model, kind)
+        with frozen_weights_in(model, torch.bfloat16, park=True):
+            parked_sizes = {key: weight.numel() for key, weight in originals.items()}
+            masters = [layer.master_weight.numel() for layer in adapters.layers.values()]
+            parked = _forward(model, kind)
+    assert torch.equal(kept, parked)
+    untied = [key for key in originals if key not in tied]
+    assert untied and all(parked_sizes[key] == 0 for key in untied)  # their storage was freed
+    assert all(parked_sizes[key] > 0 for key in tied)  # the embedding still reads a tied weight
+    assert all(n > 0 for n in masters)  # the adapters' bases fold W + β·ΔW from their fp32 originals
+    after = dict(model.named_parameters())
+    assert all(after[k] is before[k] for k in before)  # the same objects, with their bytes back
+    assert all(torch.equal(after[k], values[k]) for k in before)
+
+
+def test_parking_restores_the_weights_when_the_block_fails():
+    model = tiny_llama(seed=0).model
+    values = {name: p.detach().clone() for name, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="inside"):
+        with frozen_weights_in(model, torch.bfloat16, park=True):
+            raise RuntimeError("inside the block")
+    assert all(torch.equal(p, values[name]) for name, p in model.named_parameters())
 
 
 def _gated_layer(dropout=0.0):

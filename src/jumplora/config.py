@@ -162,6 +162,11 @@ class RunConfig:
                                "a copy in the autocast dtype made once per task (compute-dtype) or fp32, cast by "
                                "autocast at every call (fp32); the same rounded weights either way",
                                choices=("compute-dtype", "fp32"))
+    frozen_masters: str = _opt(OUTPUT, "disk", "with frozen_weights: compute-dtype on the CPU, where the fp32 "
+                               "originals of the frozen linears no adapter wraps wait while their copies are in "
+                               "use: an unlinked temporary file, read back bit for bit at the end of training or "
+                               "evaluation (disk: 372 MB less for SmolLM2-135M), or in memory",
+                               choices=("disk", "memory"))
     fold: str = _opt(OUTPUT, "per-step", "JumpLoRA's gated weight W + beta*dW_interp: folded once per optimiser "
                      "step, its micro-batch gradients summed and sent back once (per-step), or per micro-batch",
                      choices=("per-step", "per-micro-batch"))

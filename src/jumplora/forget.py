@@ -66,7 +66,7 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
                 loaded: LoadedModel | None = None) -> Removal:
     """Remove `task`'s update from the run's final model, evaluate every task, write `out`."""
     from jumplora.device import check_precision, make_accelerator
-    from jumplora.compute_dtype import frozen_weights_in, held_dtype
+    from jumplora.compute_dtype import frozen_weights_in, held_dtype, parks_masters
     from jumplora.train import data_protocol, evaluate_on
 
     run = run if isinstance(run, Run) else load_run(run)
@@ -84,7 +84,7 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     accelerator = make_accelerator(config)
     model = rebuilt.loaded.model.to(accelerator.device)
     tokenizer, kind = rebuilt.loaded.tokenizer, rebuilt.loaded.kind
-    with frozen_weights_in(model, held_dtype(config, accelerator)):  # as the run evaluates (compute_dtype.py)
+    with frozen_weights_in(model, held_dtype(config, accelerator), park=parks_masters(config)):  # as the run evaluates (compute_dtype.py)
         accuracy = {name: evaluate_on(model, tokenizer, kind, data[name], config, accelerator).accuracy
                     for name in run.tasks}
     removal = Removal(

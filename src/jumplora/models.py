@@ -178,6 +178,19 @@ def _load_model(name_or_path, *, kind, dtype, cache_dir, target_modules, offline
     return LoadedModel(model=model, tokenizer=tokenizer, kind=kind, name=name, target_modules=targets)
 
 
+def own_weights(model: nn.Module) -> None:
+    """Copy every parameter and buffer into the process's own memory (tied ones stay tied).
+
+    A safetensors checkpoint is loaded as a memory map: the weights are pages of the file, faulted in
+    when first read, and freeing a tensor frees none of them while the map lives. Owned copies make the
+    memory the process's to give back, which `compute_dtype.frozen_weights_in(park=True)` does with the
+    fp32 originals while their bf16 copies are in use (~370 MB for SmolLM2-135M); the map is unmapped
+    once no tensor refers to it."""
+    with torch.no_grad():
+        for tensor in [*model.parameters(), *model.buffers()]:
+            tensor.data = tensor.data.clone()
+
+
 def prepare(model: nn.Module, tokenizer: Any, kind: str) -> None:
     """Freeze ``model`` (eval mode, no gradients) and make the tokenizer ready for batching.
 
@@ -188,6 +201,7 @@ def prepare(model: nn.Module, tokenizer: Any, kind: str) -> None:
     model.eval()
     for param in model.parameters():
         param.requires_grad_(False)
+    own_weights(model)
     ensure_pad_token(tokenizer)
     tokenizer.padding_side = "left" if kind == "causal" else "right"
     embeddings = model.get_input_embeddings()

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from jumplora import memory
 from jumplora.config import RunConfig
 from jumplora.metrics import compute_metrics
 from jumplora.rundir import RunDirectory, find_single_run
@@ -64,10 +63,9 @@ def _partial_metrics(matrix, tasks) -> dict:
     return {"OA": oa, "BWT": None, "FWT": None, "FWT_final": None, "forgetting": {}}
 
 
-def _peak_memory_mb(records) -> float:
+def _peak_memory_mb(records) -> float | None:
     """The largest stage peak over every attempt of the run (each stage measures its own, memory.py);
-    stages recorded before stage peaks existed fall back on this process's peak."""
-    peaks = [record.peak_memory_mb for record in records if record.peak_memory_mb is not None]
-    if len(peaks) < len(records):
-        peaks.append(memory.process_peak_mb())
-    return max(peaks)
+    None where a stage was recorded before stage peaks existed: its peak is unknown (the process
+    that ran it is gone), and the peak of the process that finished the run would understate it."""
+    peaks = [record.peak_memory_mb for record in records]
+    return None if None in peaks or not peaks else max(peaks)

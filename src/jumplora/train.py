@@ -15,7 +15,7 @@ import torch
 
 from jumplora import memory
 from jumplora.compile import compiled_blocks
-from jumplora.compute_dtype import frozen_weights_in, held_dtype
+from jumplora.compute_dtype import frozen_weights_in, held_dtype, parks_masters
 from jumplora.config import RunConfig
 from jumplora.data import DataProtocol, load_tasks, task_seed
 from jumplora.data.batches import label_token_ids, make_eval_batches, make_train_batches, shuffle_steps
@@ -102,7 +102,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
         # evaluate
         scope = stage if method.eval_scope == "current" else tasks if config.eval_scope == "all" else tasks[: row + 1]
         evaluations = {}
-        with frozen_weights_in(model, held):
+        with frozen_weights_in(model, held, park=parks_masters(config)):
             for task in progress(scope, config, f"evaluate after {name}"):
                 evaluations[task] = evaluate_on(model, tokenizer, kind, data[task], config, accelerator)
         for task, result in evaluations.items():
@@ -155,7 +155,8 @@ class _LoopStage(StageRunner):
         self.scale_out.seed_process(task_seed(self.config.seed, self.name, "process"))  # A alike, dropout not
         ctx = self._context(adapters)
         self.method.before_task(ctx)
-        with frozen_weights_in(self.model, self.held), compiled_blocks(self.model, self.config.compile):
+        park = parks_masters(self.config)
+        with frozen_weights_in(self.model, self.held, park=park), compiled_blocks(self.model, self.config.compile):
             losses = train_task(ctx, self.method, self.accelerator, self.logger)
         # merge: β·ΔW_final into the base weights, adapters removed
         self.method.before_merge(ctx)
@@ -164,7 +165,7 @@ class _LoopStage(StageRunner):
         return TrainedStage(update, losses)
 
     def validate(self) -> dict[str, EvalResult]:
-        with frozen_weights_in(self.model, self.held):
+        with frozen_weights_in(self.model, self.held, park=parks_masters(self.config)):
             return {task: evaluate_on(self.model, self.tokenizer, self.kind, self.data[task], self.config,
                                       self.accelerator, split="validation")
                     for task in progress(self.seen, self.config, f"validate after {self.name}")}
