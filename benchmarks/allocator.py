@@ -73,6 +73,7 @@ def main() -> None:
                         help="also record the bytes of the tensors Python can reach after each step (gc)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "allocator.jsonl"))
     args = parser.parse_args()
+    memory.limit_primitive_cache()  # as a run does, unless the environment sizes it
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.allocator == "mimalloc" and preloaded_allocator() != "mimalloc":
@@ -112,6 +113,7 @@ def main() -> None:
               "max_micro_batch_tokens": config.max_micro_batch_tokens, "frozen_masters": config.frozen_masters,
               "threads": torch.get_num_threads(),
               "mimalloc_options": {k: v for k, v in sorted(os.environ.items()) if k.startswith("MIMALLOC_")},
+              "onednn_options": {k: v for k, v in sorted(os.environ.items()) if k.startswith(("ONEDNN_", "DNNL_"))},
               "steps": per_step}
     with open(args.out, "a") as handle:
         handle.write(json.dumps(record) + "\n")

@@ -35,6 +35,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "step_memory.jsonl"))
     args = parser.parse_args()
+    memory.limit_primitive_cache()  # as a run does, unless the environment sizes it
     if args.threads:
         torch.set_num_threads(args.threads)
     memory.configure_allocator()

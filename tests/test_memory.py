@@ -1,5 +1,7 @@
 """memory.py: the allocator settings the project sets itself, per-stage peaks, the run's peak over resumes."""
 
+import os
+import subprocess
 import sys
 
 import pytest
@@ -68,3 +70,36 @@ def test_task_records_keep_the_stage_peak(tmp_path):
     assert TaskRecord.from_json(record.to_json(), tmp_path / "r.json").peak_memory_mb == 1234.5
     old = {k: v for k, v in record.to_json().items() if k != "peak_memory_mb"}
     assert TaskRecord.from_json(old, tmp_path / "r.json").peak_memory_mb is None
+
+
+def test_the_onednn_primitive_cache_is_limited_unless_the_user_sized_it(monkeypatch):
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY"):
+        monkeypatch.delenv(name, raising=False)
+    assert memory.limit_primitive_cache()
+    assert os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"] == str(memory.PRIMITIVE_CACHE_CAPACITY)
+    monkeypatch.delenv("ONEDNN_PRIMITIVE_CACHE_CAPACITY")
+    monkeypatch.setenv("DNNL_PRIMITIVE_CACHE_CAPACITY", "7")  # oneDNN's older name counts as the user's
+    assert not memory.limit_primitive_cache()
+    assert "ONEDNN_PRIMITIVE_CACHE_CAPACITY" not in os.environ
+
+
+def test_a_fresh_process_takes_the_limit_before_its_first_matmul(tmp_path):
+    # oneDNN reads the capacity when it builds its cache: set after `import torch`, before a matmul,
+    # it must still hold. Capacity 1: shape A, shape B, then A again misses the cache.
+    script = (
+        "import torch\n"
+        "from jumplora import memory\n"
+        "memory.PRIMITIVE_CACHE_CAPACITY = 1\n"
+        "assert memory.limit_primitive_cache()\n"
+        "w = torch.randn(64, 64, dtype=torch.bfloat16)\n"
+        "for n in (8, 16, 8):\n"
+        "    torch.nn.functional.linear(torch.randn(n, 64, dtype=torch.bfloat16), w)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if "PRIMITIVE_CACHE_CAPACITY" not in k}
+    env["ONEDNN_VERBOSE"] = "all"
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    creations = [word for word in done.stdout.split(",") if word.startswith("create:cache_")]
+    if not creations:
+        pytest.skip("this torch build does not run bf16 matmuls through oneDNN")
+    assert creations == ["create:cache_miss"] * 3

@@ -67,8 +67,10 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     """Remove `task`'s update from the run's final model, evaluate every task, write `out`."""
     from jumplora.device import check_precision, make_accelerator
     from jumplora.compute_dtype import frozen_weights_in, held_dtype, parks_masters
+    from jumplora import memory
     from jumplora.train import data_protocol, evaluate_on
 
+    memory.limit_primitive_cache()  # before the first matmul (memory.py)
     run = run if isinstance(run, Run) else load_run(run)
     out = Path(out) if out is not None else default_out(run, task)
     check_free(out)  # everything that can be refused is, before the model loads

@@ -74,6 +74,26 @@ def configure_allocator() -> bool:
     return applied
 
 
+PRIMITIVE_CACHE_CAPACITY = 64  # oneDNN primitives kept; its default is 1024
+_PRIMITIVE_CACHE_VARIABLES = ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "DNNL_PRIMITIVE_CACHE_CAPACITY")
+
+
+def limit_primitive_cache() -> bool:
+    """Keep oneDNN's primitive cache at `PRIMITIVE_CACHE_CAPACITY` entries unless the user set its size.
+
+    Why: on the CPU every bf16 matmul is a oneDNN primitive, JIT-compiled for its exact shape and
+    cached, 1024 of them by default. A micro-batch's shape changes with its length, so the cache
+    fills with shapes that never come back: ~370 MiB after six yahoo steps, still growing. 64 entries
+    hold every shape of one micro-batch's forward and backward (its 30 blocks share them) at the same
+    CPU time (benchmarks/memory.md). oneDNN reads the variable when it builds the cache, at the first
+    matmul: this must run before it (`run_continual` and `forget_task` call it first thing); later it
+    changes nothing. Returns whether it set the variable."""
+    if any(name in os.environ for name in _PRIMITIVE_CACHE_VARIABLES):
+        return False
+    os.environ[_PRIMITIVE_CACHE_VARIABLES[0]] = str(PRIMITIVE_CACHE_CAPACITY)
+    return True
+
+
 def trim_heap() -> None:
     """Return the heap's free pages to the system (malloc_trim(0)); once per optimiser step, ~1 s of
     page faults in a 15 s CPU step spent refilling them, against a heap that otherwise only grows."""

@@ -44,6 +44,7 @@ def run_continual(config: RunConfig, loaded: LoadedModel | None = None) -> RunRe
     `accelerate launch` every process runs this; they share each step's examples and each
     evaluation, and only the main one writes (`jumplora.distributed`).
     """
+    memory.limit_primitive_cache()  # before the first matmul, which builds oneDNN's cache
     tasks = config.task_list
     check_precision(config)
     if config.single_dir:

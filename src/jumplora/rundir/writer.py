@@ -70,6 +70,8 @@ def environment() -> dict[str, Any]:
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
         "malloc": allocator_name(),  # mimalloc where `jumplora run` relaunched under it (allocator.py)
+        "onednn_primitive_cache": os.environ.get("ONEDNN_PRIMITIVE_CACHE_CAPACITY",
+                                                 os.environ.get("DNNL_PRIMITIVE_CACHE_CAPACITY")),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
     }
