@@ -94,7 +94,8 @@ def frozen_weights_in(model: nn.Module, dtype: torch.dtype | None, *, park: bool
     parked = _ParkedWeights()
     storage_uses: dict[int, int] = {}
     if park:  # a storage two tensors share (tied weights) is not parked
-        for _, tensor in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        every = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+        for _, tensor in every:
             key = tensor.untyped_storage().data_ptr()
             storage_uses[key] = storage_uses.get(key, 0) + 1
     try:

@@ -86,7 +86,8 @@ def forget_task(run: Run | str | os.PathLike, task: str, out: str | os.PathLike 
     accelerator = make_accelerator(config)
     model = rebuilt.loaded.model.to(accelerator.device)
     tokenizer, kind = rebuilt.loaded.tokenizer, rebuilt.loaded.kind
-    with frozen_weights_in(model, held_dtype(config, accelerator), park=parks_masters(config)):  # as the run evaluates (compute_dtype.py)
+    # as the run evaluates (compute_dtype.py)
+    with frozen_weights_in(model, held_dtype(config, accelerator), park=parks_masters(config)):
         accuracy = {name: evaluate_on(model, tokenizer, kind, data[name], config, accelerator).accuracy
                     for name in run.tasks}
     removal = Removal(
