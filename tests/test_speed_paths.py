@@ -33,17 +33,23 @@ def _forward(model, kind):
     return model(input_ids=ids).logits
 
 
-@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
-@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
-def test_bf16_copies_give_the_autocast_forward_bit_for_bit(kind, gamma):
+def _gated_model(kind):
+    """A tiny model with gated adapters whose B is non-zero (so ΔW is), thresholds set, in eval mode."""
     torch.manual_seed(0)
     model = BUILD[kind](seed=0).model
     adapters = inject_adapters(model, AdapterConfig(gated=True, rank=2, target_modules=TARGETS[kind]))
     for layer in adapters.layers.values():
         torch.nn.init.normal_(layer.lora_B, std=0.05)
     adapters.init_thresholds()
-    adapters.set_gamma(gamma)
     model.eval()
+    return model, adapters
+
+
+@pytest.mark.parametrize("kind", ["causal", "seq2seq"])
+@pytest.mark.parametrize("gamma", [0.0, 0.5, 1.0])
+def test_bf16_copies_give_the_autocast_forward_bit_for_bit(kind, gamma):
+    model, adapters = _gated_model(kind)
+    adapters.set_gamma(gamma)
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         plain = _forward(model, kind)
         with frozen_weights_in(model, torch.bfloat16):
@@ -73,13 +79,7 @@ def test_frozen_weights_come_back_as_they_were_and_embeddings_stay_fp32(kind):
 
 @pytest.mark.parametrize("kind", ["causal", "seq2seq"])
 def test_parked_fp32_originals_leave_memory_for_the_block_and_come_back_bit_for_bit(kind):
-    torch.manual_seed(0)
-    model = BUILD[kind](seed=0).model
-    adapters = inject_adapters(model, AdapterConfig(gated=True, rank=2, target_modules=TARGETS[kind]))
-    for layer in adapters.layers.values():
-        torch.nn.init.normal_(layer.lora_B, std=0.05)
-    adapters.init_thresholds()
-    model.eval()
+    model, adapters = _gated_model(kind)
     before = dict(model.named_parameters())
     values = {name: p.detach().clone() for name, p in before.items()}
     lora_bases = {id(layer.base) for layer in adapters.layers.values()}
